@@ -34,7 +34,8 @@ def check_images(x: Any, name: str = "x", *, channels: int | None = None) -> Non
         f"{name} must be a batch of images of shape [B, H, W, C] (NHWC); "
         f"got rank {len(shape)} with shape {shape}. "
         + ("Add a batch axis with x[None]." if len(shape) == 3 else ""))
-  dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+  # Tracers have a dtype; only plain sequences need converting.
+  dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
   if not np.issubdtype(dtype, np.floating):
     raise TypeError(
         f"{name} must be a floating-point image batch; got dtype {dtype}. "

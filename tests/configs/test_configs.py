@@ -1,0 +1,55 @@
+import pytest
+
+from jaxsal import configs
+
+
+def test_shipped_configs_load_with_every_variant():
+  assert {"small_cnn_digits", "resnet50_imagenet"} <= set(configs.list_configs())
+  for spec in ("small_cnn_digits", "small_cnn_digits:cpu", "small_cnn_digits:test",
+               "resnet50_imagenet", "resnet50_imagenet:cpu"):
+    c = configs.get_config(spec)
+    assert c.batch_size > 0 and c.model.name
+
+
+def test_resnet50_recipe_numbers():
+  c = configs.get_config("resnet50_imagenet")
+  assert c.optimizer.learning_rate == pytest.approx(0.4)  # 0.1 per 256 images at batch 1024
+  assert c.num_train_steps == 90 * (1_281_167 // 1024)
+
+
+def test_overrides_parse_literals_and_leave_original_alone():
+  c = configs.get_config("small_cnn_digits:test")
+  d = configs.apply_overrides(c, ["num_train_steps=7", "optimizer.learning_rate=1",
+                                  "dataset.mean=(0.5,)", "model.name=resnet18"])
+  assert d.num_train_steps == 7 and d.optimizer.learning_rate == 1.0
+  assert d.dataset.mean == (0.5,) and d.model.name == "resnet18"
+  assert c.num_train_steps == 40 and c.model.name == "small_cnn"
+
+
+def test_unknown_key_is_an_error_listing_the_keys():
+  c = configs.get_config("small_cnn_digits:test")
+  with pytest.raises(KeyError, match="'lr' is not among the keys of optimizer: .*learning_rate"):
+    configs.apply_overrides(c, ["optimizer.lr=0.1"])
+  with pytest.raises(KeyError, match="num_trian_steps"):
+    configs.apply_overrides(c, ["num_trian_steps=3"])
+
+
+def test_wrong_type_and_malformed_override():
+  c = configs.get_config("small_cnn_digits:test")
+  with pytest.raises(ValueError, match="expected a value of type int"):
+    configs.apply_overrides(c, ["batch_size=big"])
+  with pytest.raises(ValueError, match="key.sub=value"):
+    configs.apply_overrides(c, ["batch_size"])
+
+
+def test_unknown_config_and_variant(tmp_path):
+  with pytest.raises(ValueError, match="unknown config 'nope'; known configs: .*small_cnn_digits"):
+    configs.get_config("nope")
+  with pytest.raises(ValueError, match="unknown variant 'tpu'"):
+    configs.get_config("small_cnn_digits:tpu")
+  path = tmp_path / "mine.py"
+  path.write_text("import ml_collections\n"
+                  "def get_config(arg):\n  return ml_collections.ConfigDict({'arg': arg})\n")
+  assert configs.get_config(f"{path}:x").arg == "x"
+  with pytest.raises(ValueError, match="does not exist"):
+    configs.get_config(str(tmp_path / "missing.py"))

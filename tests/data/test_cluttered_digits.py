@@ -1,0 +1,153 @@
+"""Tests for the cluttered_digits tfds builder and its preparation."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from jaxsal import data as jdata
+from jaxsal.data import cluttered_digits as cd
+
+
+def test_source_digits_equal_sklearn():
+  digits = load_digits()
+  images, labels = jdata.source_digits()
+  np.testing.assert_array_equal(images, digits.images)
+  np.testing.assert_array_equal(labels, digits.target)
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.2), (3, 0.5)])
+def test_partition_is_disjoint_complete_and_stratified(seed, fraction):
+  _, labels = jdata.source_digits()
+  parts = jdata.partition_sources(seed, fraction)
+  train, test = parts["train"], parts["test"]
+  assert not set(train) & set(test)
+  np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(len(labels)))
+  for c in range(10):
+    n_c, t_c = (labels == c).sum(), (labels[test] == c).sum()
+    assert t_c == round(fraction * n_c)
+  assert not np.array_equal(parts["test"], jdata.partition_sources(seed + 1, fraction)["test"])
+
+
+def test_small_has_the_declared_shapes(small_builder, small_data):
+  info = small_builder.info
+  assert info.name == "cluttered_digits" and str(info.version) == "1.0.0"
+  assert info.splits["train"].num_examples == 2000
+  assert info.splits["test"].num_examples == 500
+  assert info.features["label"].names == [str(i) for i in range(10)]
+  train = small_data["train"]
+  assert train["image"].shape == (2000, 32, 32, 1) and train["image"].dtype == np.uint8
+  assert train["mask"].shape == (2000, 32, 32) and train["mask"].dtype == np.uint8
+  assert train["box"].shape == (2000, 4) and train["box"].dtype == np.int32
+
+
+def test_splits_use_disjoint_source_digits(small_data):
+  train = set(small_data["train"]["source_index"].tolist())
+  test = set(small_data["test"]["source_index"].tolist())
+  assert not train & test
+  parts = jdata.partition_sources(0, 0.2)
+  assert train <= set(parts["train"].tolist()) and test <= set(parts["test"].tolist())
+  # 2000 examples cycle through all ~1437 training sources.
+  assert train == set(parts["train"].tolist())
+
+
+def test_labels_are_the_source_digits_labels(small_data):
+  target = load_digits().target
+  for split in ("train", "test"):
+    d = small_data[split]
+    np.testing.assert_array_equal(d["label"], target[d["source_index"]])
+    assert set(d["label"].tolist()) == set(range(10))
+
+
+def test_boxes_are_tight_boxes_of_masks_inside_canvas(small_data):
+  for split in ("train", "test"):
+    d = small_data[split]
+    for mask, box in zip(d["mask"], d["box"]):
+      ys, xs = np.nonzero(mask)
+      assert box.tolist() == [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+    y0, x0, y1, x1 = d["box"].T
+    assert (0 <= y0).all() and (y0 < y1).all() and (y1 <= 32).all()
+    assert (0 <= x0).all() and (x0 < x1).all() and (x1 <= 32).all()
+    assert set(np.unique(d["mask"]).tolist()) == {0, 1}
+
+
+def test_examples_are_varied(small_data):
+  d = small_data["train"]
+  # Each source appears more than once in 2000 examples, at new placements.
+  _, first = np.unique(d["source_index"], return_index=True)
+  repeat = [i for i in range(len(d["label"])) if i not in set(first)][0]
+  twin = np.flatnonzero(d["source_index"] == d["source_index"][repeat])[0]
+  assert not np.array_equal(d["image"][repeat], d["image"][twin])
+  assert len({tuple(b) for b in d["box"].tolist()}) > 500
+
+
+def test_generation_is_deterministic_and_seeded():
+  cfg = jdata.ClutteredDigitsConfig(name="det", canvas_size=24, num_train=300, num_test=10)
+  other = jdata.ClutteredDigitsConfig(name="det2", canvas_size=24, num_train=300, num_test=10,
+                                      seed=1)
+  a = list(cd.generate_split(cfg, "train"))
+  b = list(cd.generate_split(cfg, "train"))
+  c = list(cd.generate_split(other, "train"))
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  assert any(not np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
+
+
+def test_preparing_twice_gives_identical_data(small_data, tmp_path, read_all):
+  again = jdata.cluttered_digits_builder("small", data_dir=str(tmp_path)).as_data_source()
+  for split in ("train", "test"):
+    d = read_all(again[split])
+    for k in small_data[split]:
+      np.testing.assert_array_equal(d[k], small_data[split][k], err_msg=f"{split}/{k}")
+  # Nothing half-written is left behind.
+  leftovers = [p for p, _, _ in os.walk(tmp_path) if "incomplete" in p]
+  assert not leftovers
+
+
+def test_prepared_data_is_reused_and_checked(small_builder, data_dir, tmp_path):
+  b = jdata.cluttered_digits_builder("small", data_dir=data_dir, prepare=False)
+  assert b.data_path == small_builder.data_path
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    jdata.cluttered_digits_builder("small", data_dir=str(tmp_path), prepare=False)
+  tiny = jdata.ClutteredDigitsConfig(name="tiny", canvas_size=16, num_train=20, num_test=10)
+  jdata.cluttered_digits_builder(tiny, data_dir=str(tmp_path))
+  clash = jdata.ClutteredDigitsConfig(name="tiny", canvas_size=16, num_train=30, num_test=10)
+  with pytest.raises(ValueError, match="prepared with parameters"):
+    jdata.cluttered_digits_builder(clash, data_dir=str(tmp_path))
+
+
+def test_config_validation():
+  with pytest.raises(ValueError, match="canvas_size"):
+    jdata.ClutteredDigitsConfig(name="x", canvas_size=4)
+  with pytest.raises(ValueError, match="test_fraction"):
+    jdata.ClutteredDigitsConfig(name="x", test_fraction=1.0)
+  with pytest.raises(ValueError, match="num_train"):
+    jdata.ClutteredDigitsConfig(name="x", num_train=0)
+  with pytest.raises(ValueError, match="unknown config 'huge'.*default, small"):
+    jdata.load_source("cluttered_digits", "train", config="huge")
+
+
+def test_concurrent_preparation_is_safe(tmp_path):
+  """Two processes preparing the same config at once both get the same data."""
+  script = textwrap.dedent(f"""
+      import numpy as np
+      from jaxsal import data as jdata
+      cfg = jdata.ClutteredDigitsConfig(name="race", canvas_size=16, num_train=600, num_test=50)
+      src = jdata.load_source("cluttered_digits", "train", config=cfg, data_dir={str(tmp_path)!r})
+      print(len(src), int(np.sum([src[i]["image"].sum() for i in range(len(src))])))
+  """)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  lines = [out.strip().splitlines()[-1] for out, _ in outs]
+  assert lines[0] == lines[1] and lines[0].startswith("600 ")
+  versions = os.listdir(tmp_path / "cluttered_digits" / "race")
+  assert versions == ["1.0.0"]

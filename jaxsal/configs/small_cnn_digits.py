@@ -1,8 +1,8 @@
 """The small CNN on cluttered_digits: the offline classifier that everything is shown on.
 
 Variants (``small_cnn_digits:ARG``):
-  (none) / ``cpu``: 64x64 canvases, trained to >= 95% test accuracy on a
-    2-core CPU in a few minutes.
+  (none) / ``cpu``: 64x64 canvases, 2500 steps of batch 128 (16 epochs);
+    about 96% test accuracy after about 6 minutes on a 2-core CPU.
   ``test``: 32x32 canvases from the ``small`` dataset, a few steps; for tests.
 """
 
@@ -27,15 +27,19 @@ def get_config(arg=None):
   c.dataset.label_randomization = "none"
 
   c.batch_size = 128
-  c.num_train_steps = 1500
+  c.num_train_steps = 2500
+  # SGD, not Adam: Adam divides each gradient entry by its own running scale,
+  # which turns the rounding-level differences between a 1-device and an
+  # 8-device reduction of nearly-cancelling gradients into lr-sized steps
+  # (measured: 4e-4 apart in loss after 20 steps, against 5e-7 with SGD).
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 2e-3
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 0.1
   c.optimizer.momentum = 0.9
-  c.optimizer.nesterov = False
+  c.optimizer.nesterov = True
   c.optimizer.weight_decay = 0.0
   c.optimizer.schedule = "cosine"
-  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_steps = 0
   c.optimizer.decay_every_steps = 0
   c.optimizer.decay_factor = 0.1
   c.optimizer.grad_clip_norm = 0.0

@@ -1,0 +1,92 @@
+"""The ``jaxsal`` command.
+
+    jaxsal train --config small_cnn_digits --workdir runs/small_cnn
+    jaxsal prepare-data --dataset cluttered_digits --config default
+    jaxsal configs
+
+Every subcommand checks its arguments before it writes anything; a bad
+argument ends with ``jaxsal: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _cmd_train(args) -> int:
+  from jaxsal import configs, train
+  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  t0 = time.perf_counter()
+  out = train.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+  ev = out["eval"]
+  print(f"jaxsal: trained {config.model.name} on {config.dataset.name} to step "
+        f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; "
+        f"eval accuracy {ev['eval_accuracy']:.4f} on {ev['eval_count']} images; "
+        f"workdir {out['workdir']}", flush=True)
+  return 0
+
+
+def _cmd_prepare_data(args) -> int:
+  from jaxsal import data
+  t0 = time.perf_counter()
+  for split in args.splits:
+    src = data.load_source(args.dataset, split, config=args.config, data_dir=args.data_dir)
+    print(f"jaxsal: {args.dataset}/{args.config or 'default'} {split}: {len(src)} examples")
+  print(f"jaxsal: prepared in {time.perf_counter() - t0:.1f}s", flush=True)
+  return 0
+
+
+def _cmd_configs(args) -> int:
+  from jaxsal import configs
+  for name in configs.list_configs():
+    print(name)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="jaxsal", description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("train", help="train a classifier from a config")
+  p.add_argument("--config", required=True,
+                 help="a config name with an optional variant (small_cnn_digits:cpu) or a .py path")
+  p.add_argument("--workdir", required=True,
+                 help="checkpoints, metrics.jsonl and config.json go here; rerun to resume")
+  p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                 help="override a config entry, e.g. --set num_train_steps=100 (repeatable)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.set_defaults(func=_cmd_train)
+
+  p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
+  p.add_argument("--dataset", default="cluttered_digits")
+  p.add_argument("--config", default=None, help="the builder config, e.g. default or small")
+  p.add_argument("--data-dir", default=None, help="default: $JAXSAL_DATA_DIR or ~/.cache/jaxsal")
+  p.add_argument("--splits", nargs="+", default=["train", "test"])
+  p.set_defaults(func=_cmd_prepare_data)
+
+  p = sub.add_parser("configs", help="list the configs that ship with jaxsal")
+  p.set_defaults(func=_cmd_configs)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the command line; returns the exit status."""
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  from jaxsal.train import CheckpointError
+  try:
+    return args.func(args)
+  except (ValueError, KeyError, CheckpointError) as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"jaxsal: error: {message}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("jaxsal: interrupted; rerun the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

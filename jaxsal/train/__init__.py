@@ -1,0 +1,33 @@
+"""Training: the train state, pure steps, the sharded loop and orbax checkpoints."""
+
+from jaxsal.train._checkpoint import CheckpointError, Checkpoints, CorruptCheckpointError
+from jaxsal.train._labels import RandomLabelSource
+from jaxsal.train._logging import MetricWriter
+from jaxsal.train._loop import evaluate, prepare_workdir, train_and_evaluate, validate_config
+from jaxsal.train._optim import make_optimizer, make_schedule
+from jaxsal.train._state import (
+    TrainState,
+    create_train_state,
+    cross_entropy,
+    make_eval_step,
+    make_train_step,
+)
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoints",
+    "CorruptCheckpointError",
+    "MetricWriter",
+    "RandomLabelSource",
+    "TrainState",
+    "create_train_state",
+    "cross_entropy",
+    "evaluate",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "prepare_workdir",
+    "train_and_evaluate",
+    "validate_config",
+]

@@ -1,0 +1,243 @@
+"""The classifier training loop: jit with shardings, checkpoints, resume, metrics.
+
+Every host runs the same ``train_and_evaluate(config, workdir)``. The loop
+validates the config before it writes anything, restores the latest
+checkpoint if the workdir has one, and reads the data from the step it
+stopped at, so a killed run started again with the same command ends with the
+same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsal import parallel
+from jaxsal._checks import check_choice, check_positive_int
+from jaxsal.train._checkpoint import Checkpoints
+from jaxsal.train._labels import MODES as LABEL_MODES, RandomLabelSource
+from jaxsal.train._logging import MetricWriter
+from jaxsal.train._optim import make_optimizer
+from jaxsal.train._state import TrainState, create_train_state, make_eval_step, make_train_step
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates ``workdir`` if needed and checks that files can be written in it.
+
+  Raises:
+    ValueError: it cannot be created or written (the message says why).
+  """
+  if not workdir:
+    raise ValueError("workdir must be a directory path; got an empty value")
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"workdir {path!r} exists and is not a directory")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"workdir {path!r} cannot be written: {e.strerror or e}") from e
+  return path
+
+
+def validate_config(config) -> None:
+  """Checks the names and numbers of a classifier config before anything runs.
+
+  Raises:
+    ValueError: an unknown model, dataset, optimizer, schedule or label mode,
+      or a batch size that does not split over the mesh.
+  """
+  from jaxsal import data, models
+  check_choice(config.model.name, "model", models.list_models())
+  check_choice(config.dataset.name, "dataset", data.DATASETS)
+  check_choice(config.dataset.label_randomization, "dataset.label_randomization", LABEL_MODES)
+  from jaxsal.train._optim import OPTIMIZERS, SCHEDULES
+  check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
+  check_choice(config.optimizer.schedule, "optimizer.schedule", SCHEDULES)
+  for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "eval_batch_size"):
+    check_positive_int(config[key], key)
+  check_positive_int(config.checkpoint.every, "checkpoint.every")
+  check_positive_int(config.checkpoint.keep, "checkpoint.keep")
+  if len(config.dataset.mean) != len(config.dataset.std):
+    raise ValueError(f"dataset.mean {config.dataset.mean} and dataset.std {config.dataset.std} "
+                     "must have one entry per channel")
+
+
+def _devices(config) -> list:
+  n = int(config.mesh.num_devices)
+  devices = jax.devices()
+  if n < 0 or n > len(devices):
+    raise ValueError(f"mesh.num_devices must be 0 (all) or 1..{len(devices)}; got {n}")
+  return devices[:n] if n else devices
+
+
+def _normalizer(config, channels: int):
+  mean = np.asarray(config.dataset.mean, np.float32)
+  std = np.asarray(config.dataset.std, np.float32)
+  if mean.shape[0] not in (1, channels):
+    raise ValueError(f"dataset.mean has {mean.shape[0]} entries but the images have {channels} channels")
+
+  def normalize(batch: dict) -> dict:
+    out = {"image": (np.asarray(batch["image"], np.float32) - mean) / std,
+           "label": np.asarray(batch["label"], np.int32)}
+    return out
+
+  return normalize
+
+
+def evaluate(eval_fn, state: TrainState, source, *, batch_size: int, normalize, mesh) -> dict:
+  """Loss and accuracy over a whole split, every example counted once."""
+  from jaxsal import data
+  totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+  local_batch = batch_size // jax.process_count()
+  for batch in data.make_batches(source, batch_size=batch_size, seed=0, shuffle=False,
+                                 num_epochs=1, drop_remainder=False):
+    b = normalize(batch)
+    n = b["label"].shape[0]
+    pad = local_batch - n
+    b["valid"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    if pad:
+      b["image"] = np.concatenate([b["image"], np.zeros((pad,) + b["image"].shape[1:], np.float32)])
+      b["label"] = np.concatenate([b["label"], np.zeros(pad, np.int32)])
+    sums = eval_fn(state, parallel.shard_batch(b, mesh))
+    for k in totals:
+      totals[k] += float(sums[k])
+  count = max(totals["count"], 1.0)
+  return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count,
+          "count": int(totals["count"])}
+
+
+def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains a classifier as ``config`` says, checkpointing into ``workdir``.
+
+  Args:
+    config: a classifier config (see ``jaxsal.configs.small_cnn_digits``).
+    workdir: where checkpoints, ``metrics.jsonl`` and ``config.json`` go. If it
+      holds checkpoints, training resumes from the latest (or from
+      ``config.checkpoint.restore_step``).
+    progress: show a progress bar on the first host.
+
+  Returns:
+    A dict with ``state`` (the final TrainState), ``history`` (the train
+    records written this run), ``eval`` (the last evaluation), ``restored_step``
+    (the step resumed from, or None) and ``mesh``.
+
+  Raises:
+    ValueError: a bad config or an unwritable workdir, before anything is written.
+    jaxsal.train.CorruptCheckpointError: the latest checkpoint cannot be read.
+
+  Example:
+    >>> from jaxsal import configs, train
+    >>> out = train.train_and_evaluate(configs.get_config('small_cnn_digits:test'), '/tmp/run')
+    >>> out['eval']['accuracy'] > 0.1
+    True
+  """
+  from jaxsal import data, models
+  validate_config(config)
+  parallel.initialize(config.distributed)
+  mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
+  data_width = mesh.shape[parallel.DATA_AXIS]
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] % data_width:
+      raise ValueError(f"{key}={config[key]} must be divisible by the {data_width} devices "
+                       f"of the mesh's {parallel.DATA_AXIS!r} axis")
+  workdir = prepare_workdir(workdir)
+
+  ds_config = config.dataset.get("config", None)
+  data_dir = config.dataset.get("data_dir", None)
+  info = data.dataset_info(config.dataset.name, ds_config)
+  train_source = data.load_source(config.dataset.name, config.dataset.train_split,
+                                  config=ds_config, data_dir=data_dir)
+  eval_source = data.load_source(config.dataset.name, config.dataset.eval_split,
+                                 config=ds_config, data_dir=data_dir)
+  if config.dataset.label_randomization != "none":
+    train_source = RandomLabelSource(train_source, config.dataset.label_randomization,
+                                     num_classes=info["num_classes"], seed=config.seed)
+  image_shape = tuple(info["image_shape"])
+  normalize = _normalizer(config, image_shape[-1])
+
+  model = models.get_model(config.model.name, num_classes=info["num_classes"],
+                           **dict(config.model.kwargs))
+  tx = make_optimizer(config.optimizer, config.num_train_steps)
+  repl = parallel.replicated(mesh)
+  batch_sh = parallel.batch_sharding(mesh)
+  key = jax.random.key(config.seed)
+  init = jax.jit(lambda k: create_train_state(model, tx, k, (1,) + image_shape),
+                 out_shardings=repl)
+  state = init(key)
+
+  is_main = jax.process_index() == 0
+  writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
+  ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+                     keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
+  meta = {"model": config.model.name, "num_classes": int(info["num_classes"]),
+          "image_shape": list(image_shape), "dataset": config.dataset.name}
+  restore_step = int(config.checkpoint.restore_step)
+  restored = ckpt.restore(state, None if restore_step < 0 else restore_step,
+                          expect_meta={"model": meta["model"], "num_classes": meta["num_classes"]})
+  restored_step = None
+  if restored is not None:
+    state = restored[0]
+    restored_step = int(jax.device_get(state.step))
+    writer.truncate_after(restored_step)
+    if is_main:
+      print(f"jaxsal: restored checkpoint at step {restored_step} from {ckpt.directory}", flush=True)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+
+  train_step = jax.jit(make_train_step(model, tx), in_shardings=(repl, batch_sh),
+                       out_shardings=(repl, repl), donate_argnums=(0,))
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(repl, batch_sh), out_shardings=repl)
+
+  start = int(jax.device_get(state.step))
+  total = int(config.num_train_steps)
+  history, last_eval = [], None
+  batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
+                              shuffle=True, num_epochs=None, drop_remainder=True, start_step=start)
+  bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and is_main),
+             dynamic_ncols=True, mininterval=0.5)
+  acc: dict[str, list] = {}
+  t0, steps_done = time.perf_counter(), 0
+  try:
+    for step in range(start, total):
+      batch = parallel.shard_batch(normalize(next(batches)), mesh)
+      state, metrics = train_step(state, batch)
+      for k, v in metrics.items():
+        acc.setdefault(k, []).append(v)
+      steps_done += 1
+      done = step + 1
+      if done % config.log_every == 0 or done == total:
+        means = {f"train_{k}": float(np.mean(jax.device_get(v))) for k, v in acc.items()}
+        elapsed = time.perf_counter() - t0
+        means["steps_per_sec"] = steps_done / max(elapsed, 1e-9)
+        history.append(writer.write(done, "train", means))
+        bar.set_postfix(loss=f"{means['train_loss']:.4f}", acc=f"{means['train_accuracy']:.3f}")
+        acc, t0, steps_done = {}, time.perf_counter(), 0
+      if done % config.eval_every == 0 or done == total:
+        ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
+                      normalize=normalize, mesh=mesh)
+        last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
+        bar.write(f"step {done}: eval loss {ev['loss']:.4f} accuracy {ev['accuracy']:.4f} "
+                  f"({ev['count']} images)") if is_main and progress else None
+      ckpt.save(done, state, meta=meta, force=(done == total))
+      bar.update(1)
+  finally:
+    bar.close()
+    ckpt.close()
+  if last_eval is None:  # nothing left to train: evaluate the restored state
+    ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
+                  normalize=normalize, mesh=mesh)
+    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
+  return {"state": state, "history": history, "eval": last_eval,
+          "restored_step": restored_step, "mesh": mesh, "workdir": workdir}

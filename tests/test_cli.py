@@ -1,0 +1,23 @@
+import pytest
+
+from jaxsal import cli
+
+
+def test_configs_lists_shipped_configs(capsys):
+  assert cli.main(["configs"]) == 0
+  assert "small_cnn_digits" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--config", "nope", "--workdir", "W"], "unknown config 'nope'"),
+    (["train", "--config", "small_cnn_digits:test", "--workdir", "W", "--set", "optimizer.lr=1"],
+     "config has no key 'optimizer.lr'"),
+    (["prepare-data", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("jaxsal: error:")
+  assert match in err
+  assert not (tmp_path / "W").exists()

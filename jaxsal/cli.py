@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
   from jaxsal.train import CheckpointError
   try:
     return args.func(args)
-  except (ValueError, KeyError, CheckpointError) as e:
+  except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"jaxsal: error: {message}", file=sys.stderr)
     return 2

@@ -13,6 +13,8 @@ def test_configs_lists_shipped_configs(capsys):
     (["train", "--config", "small_cnn_digits:test", "--workdir", "W", "--set", "optimizer.lr=1"],
      "config has no key 'optimizer.lr'"),
     (["prepare-data", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["train", "--config", "resnet50_imagenet", "--workdir", "W", "--set", "dataset.data_dir=."],
+     "tfds build imagenet2012"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)

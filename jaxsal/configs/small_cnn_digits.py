@@ -20,7 +20,8 @@ def get_config(arg=None):
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.data_dir = config_dict.placeholder(str)
-  # Per-channel normalisation applied to images in [0, 1]; measured on the train split.
+  # Per-channel (x - mean) / std applied to images in [0, 1]; the identity
+  # here, so the model sees [0, 1] pixels and a removed pixel (0) is black.
   c.dataset.mean = (0.0,)
   c.dataset.std = (1.0,)
   # 'none', or 'permute' / 'uniform' for the data-randomisation sanity check.

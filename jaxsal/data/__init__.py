@@ -13,6 +13,8 @@ from jaxsal.data.cluttered_digits import ClutteredDigitsConfig as ClutteredDigit
 from jaxsal.data.cluttered_digits import partition_sources as partition_sources
 from jaxsal.data.cluttered_digits import source_digits as source_digits
 from jaxsal.data.grids import cell_boxes as cell_boxes
+from jaxsal.data.imagenet import EvalTransform as EvalTransform
+from jaxsal.data.imagenet import TrainTransform as TrainTransform
 from jaxsal.data.grids import compose_grids as compose_grids
 from jaxsal.data.pipeline import cluttered_digits_builder as cluttered_digits_builder
 from jaxsal.data.pipeline import DATASETS as DATASETS
@@ -26,7 +28,9 @@ __all__ = [
     "ClutteredDigitsConfig",
     "DATASETS",
     "DEFAULT_DATA_DIR",
+    "EvalTransform",
     "RenderedDigits",
+    "TrainTransform",
     "cell_boxes",
     "cluttered_digits_builder",
     "compose_grids",

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -95,13 +94,32 @@ def _normalizer(config, channels: int):
   return normalize
 
 
-def evaluate(eval_fn, state: TrainState, source, *, batch_size: int, normalize, mesh) -> dict:
+def _transforms(config, info: dict):
+  """Per-example transforms and the model's input shape.
+
+  Datasets whose images vary in size (ImageNet) get the standard
+  random-resized-crop for training and a central crop for evaluation, to
+  ``dataset.image_size``; fixed-size datasets are used as stored.
+  """
+  from jaxsal import data
+  shape = tuple(info["image_shape"])
+  if all(d is not None for d in shape):
+    return None, None, shape
+  size = int(config.dataset.get("image_size", 0) or 0)
+  if size <= 0:
+    raise ValueError(f"dataset {config.dataset.name!r} has images of varying size {shape}; "
+                     "set dataset.image_size to the side length to crop them to")
+  return data.TrainTransform(size), data.EvalTransform(size), (size, size, shape[-1])
+
+
+def evaluate(eval_fn, state: TrainState, source, *, batch_size: int, normalize, mesh,
+             preprocess=None) -> dict:
   """Loss and accuracy over a whole split, every example counted once."""
   from jaxsal import data
   totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
   local_batch = batch_size // jax.process_count()
   for batch in data.make_batches(source, batch_size=batch_size, seed=0, shuffle=False,
-                                 num_epochs=1, drop_remainder=False):
+                                 num_epochs=1, drop_remainder=False, preprocess=preprocess):
     b = normalize(batch)
     n = b["label"].shape[0]
     pad = local_batch - n
@@ -151,8 +169,6 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
     if config[key] % data_width:
       raise ValueError(f"{key}={config[key]} must be divisible by the {data_width} devices "
                        f"of the mesh's {parallel.DATA_AXIS!r} axis")
-  workdir = prepare_workdir(workdir)
-
   ds_config = config.dataset.get("config", None)
   data_dir = config.dataset.get("data_dir", None)
   info = data.dataset_info(config.dataset.name, ds_config)
@@ -163,7 +179,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   if config.dataset.label_randomization != "none":
     train_source = RandomLabelSource(train_source, config.dataset.label_randomization,
                                      num_classes=info["num_classes"], seed=config.seed)
-  image_shape = tuple(info["image_shape"])
+  train_pre, eval_pre, image_shape = _transforms(config, info)
+  # Only now, with the config and the data known good, is anything written.
+  workdir = prepare_workdir(workdir)
   normalize = _normalizer(config, image_shape[-1])
 
   model = models.get_model(config.model.name, num_classes=info["num_classes"],
@@ -204,7 +222,8 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
   total = int(config.num_train_steps)
   history, last_eval = [], None
   batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                              shuffle=True, num_epochs=None, drop_remainder=True, start_step=start)
+                              shuffle=True, num_epochs=None, drop_remainder=True, start_step=start,
+                              preprocess=train_pre)
   bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and is_main),
              dynamic_ncols=True, mininterval=0.5)
   acc: dict[str, list] = {}
@@ -226,10 +245,11 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
         acc, t0, steps_done = {}, time.perf_counter(), 0
       if done % config.eval_every == 0 or done == total:
         ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
-                      normalize=normalize, mesh=mesh)
+                      normalize=normalize, mesh=mesh, preprocess=eval_pre)
         last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
-        bar.write(f"step {done}: eval loss {ev['loss']:.4f} accuracy {ev['accuracy']:.4f} "
-                  f"({ev['count']} images)") if is_main and progress else None
+        if is_main and progress:
+          bar.write(f"step {done}: eval loss {ev['loss']:.4f} accuracy {ev['accuracy']:.4f} "
+                    f"({ev['count']} images)")
       ckpt.save(done, state, meta=meta, force=(done == total))
       bar.update(1)
   finally:
@@ -237,7 +257,7 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
     ckpt.close()
   if last_eval is None:  # nothing left to train: evaluate the restored state
     ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
-                  normalize=normalize, mesh=mesh)
+                  normalize=normalize, mesh=mesh, preprocess=eval_pre)
     last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
   return {"state": state, "history": history, "eval": last_eval,
           "restored_step": restored_step, "mesh": mesh, "workdir": workdir}

@@ -1,0 +1,75 @@
+"""Maps for every class, or a set of classes, in one compiled call."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal.attribution._common import check_inputs, num_classes
+
+
+def _check_classes(classes: Any, k: int, batch: int) -> jax.Array:
+  c = jnp.asarray(classes)
+  if c.ndim not in (1, 2) or c.shape[0] == 0:
+    raise ValueError(f"classes must be a non-empty int array [K] (the same classes for every "
+                     f"image) or [K, B]; got shape {tuple(c.shape)}")
+  if c.ndim == 2 and c.shape[1] != batch:
+    raise ValueError(f"classes of shape [K, B] must have B = {batch}; got {tuple(c.shape)}")
+  if not jnp.issubdtype(c.dtype, jnp.integer):
+    raise TypeError(f"classes must be integers; got dtype {c.dtype}")
+  if not isinstance(c, jax.core.Tracer):
+    arr = np.asarray(c)
+    bad = arr[(arr < 0) | (arr >= k)]
+    if bad.size:
+      raise ValueError(f"classes must lie in [0, {k}); got {np.unique(bad).tolist()[:5]}")
+    cols = arr.reshape(arr.shape[0], -1)
+    for col in cols.T:
+      if len(np.unique(col)) != len(col):
+        raise ValueError(f"classes must not repeat; got {arr.tolist()}")
+  return c if c.ndim == 2 else jnp.broadcast_to(c[:, None], (c.shape[0], batch))
+
+
+def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None) -> Callable:
+  """Turns ``method`` into one that explains each of ``classes``, vmapped over targets.
+
+  Args:
+    method: an attribution method ``method(apply_fn, params, x, target, **kw)``.
+    classes: int ``[K]`` (the same classes for every image) or ``[K, B]``.
+    chunk_size: explain this many classes at a time (``lax.map`` over chunks),
+      bounding memory for 1000-class models; default all at once.
+
+  Returns:
+    ``fn(apply_fn, params, x, **kw) -> [K, B, H, W, C]``.
+
+  Example:
+    >>> maps = for_classes(gradient, [3, 5])(apply_fn, params, x)   # [2, B, H, W, C]
+  """
+
+  @functools.wraps(method)
+  def explain(apply_fn, params, x, **kwargs):
+    x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
+    targets = _check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
+    one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
+    if chunk_size is None:
+      return jax.vmap(one)(targets)
+    return jax.lax.map(one, targets, batch_size=int(chunk_size))
+
+  return explain
+
+
+def all_classes(method: Callable, *, chunk_size: int | None = None) -> Callable:
+  """Turns ``method`` into one that explains every class: ``[K, B, H, W, C]``.
+
+  See ``for_classes``; ``K`` is the model's number of logits.
+  """
+
+  @functools.wraps(method)
+  def explain(apply_fn, params, x, **kwargs):
+    k = num_classes(apply_fn, params, jnp.asarray(x))
+    return for_classes(method, np.arange(k), chunk_size=chunk_size)(apply_fn, params, x, **kwargs)
+
+  return explain

@@ -1,0 +1,77 @@
+"""Checks and helpers shared by the attribution methods."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsal._checks import check_images
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def num_classes(apply_fn: ApplyFn, params: Any, x: jax.Array) -> int:
+  """The number of logits ``apply_fn`` returns, from shapes alone (no computation)."""
+  out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+    raise ValueError(f"apply_fn must return logits [B, num_classes] = [{x.shape[0]}, K]; "
+                     f"got shape {out.shape}")
+  return int(out.shape[1])
+
+
+def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
+  """Validates ``x`` and ``target`` and returns them as arrays.
+
+  Shapes and dtypes are checked always; values (NaN in ``x``, ``target`` in
+  ``[0, num_classes)``) whenever they are concrete, i.e. outside ``jit``.
+
+  Raises:
+    ValueError / TypeError: with the argument's name, what it got and what was expected.
+  """
+  check_images(x, "x")
+  x = jnp.asarray(x)
+  target = jnp.asarray(target)
+  if target.ndim == 0:
+    raise ValueError(f"target must be an int array of shape [B] = [{x.shape[0]}]; got a scalar. "
+                     "Use jnp.full((B,), c) for one class for every image.")
+  if target.shape != (x.shape[0],):
+    raise ValueError(f"target must have shape [B] = [{x.shape[0]}] (one class per image); "
+                     f"got shape {tuple(target.shape)}")
+  if not jnp.issubdtype(target.dtype, jnp.integer):
+    raise TypeError(f"target must be an integer array; got dtype {target.dtype}")
+  k = num_classes(apply_fn, params, x)
+  if _is_concrete(target):
+    t = np.asarray(target)
+    bad = t[(t < 0) | (t >= k)]
+    if bad.size:
+      raise ValueError(f"target must lie in [0, {k}) (the model has {k} classes); "
+                       f"got {bad.tolist()[:5]}")
+  if _is_concrete(x):
+    nan = np.isnan(np.asarray(x))
+    if nan.any():
+      where = np.argwhere(nan.reshape(x.shape[0], -1).any(-1)).ravel().tolist()
+      raise ValueError(f"x contains NaN (images {where[:10]}); attributions of NaN inputs "
+                       "would be NaN everywhere")
+  return x, target
+
+
+def target_logits(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array) -> jax.Array:
+  """``logits[b, target[b]]`` for each image: ``[B]``."""
+  logits = apply_fn(params, x)
+  return jnp.take_along_axis(logits, target[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def input_gradient(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array) -> jax.Array:
+  """``d logits[b, target[b]] / d x[b]`` for every image, in one backward pass.
+
+  Summing the target logits over the batch gives each image's gradient
+  because images do not interact in an eval-mode classifier.
+  """
+  return jax.grad(lambda v: jnp.sum(target_logits(apply_fn, params, v, target)))(x)

@@ -1,0 +1,51 @@
+"""Plain gradients and gradient x input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient
+
+
+def gradient(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
+             key: jax.Array | None = None) -> jax.Array:
+  """The gradient of the target logit with respect to the input (Simonyan et al. 2014).
+
+  Args:
+    apply_fn: ``apply_fn(params, x) -> logits [B, K]``.
+    params: the model's parameters.
+    x: float images ``[B, H, W, C]``.
+    target: int ``[B]``, the class to explain for each image.
+    key: unused (deterministic method); accepted for a uniform signature.
+
+  Returns:
+    ``[B, H, W, C]``, signed.
+
+  Raises:
+    ValueError, TypeError: bad ``x`` or ``target`` (see ``check_inputs``).
+
+  References:
+    Simonyan, Vedaldi, Zisserman, "Deep Inside Convolutional Networks", 2014.
+
+  Example:
+    >>> maps = gradient(apply_fn, params, x, jnp.array([3, 1]))
+  """
+  del key
+  x, target = check_inputs(apply_fn, params, x, target)
+  return input_gradient(apply_fn, params, x, target)
+
+
+def gradient_x_input(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
+                     key: jax.Array | None = None) -> jax.Array:
+  """Gradient times input (Shrikumar et al. 2016): ``x * d z_t / d x``.
+
+  Args, Returns and Raises as ``gradient``.
+
+  References:
+    Shrikumar et al., "Not Just a Black Box", 2016.
+  """
+  del key
+  x, target = check_inputs(apply_fn, params, x, target)
+  return x * input_gradient(apply_fn, params, x, target)

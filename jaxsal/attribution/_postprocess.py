@@ -1,0 +1,60 @@
+"""Reducing and normalising maps for metrics and figures."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxsal._checks import check_choice
+
+REDUCTIONS = ("sum", "abs_sum", "max_abs", "max")
+
+
+def reduce_channels(maps: jax.Array, how: str = "sum") -> jax.Array:
+  """``[..., H, W, C] -> [..., H, W]``: ``sum``, ``abs_sum``, ``max`` or ``max_abs`` over C."""
+  check_choice(how, "how", REDUCTIONS)
+  if how == "sum":
+    return maps.sum(-1)
+  if how == "abs_sum":
+    return jnp.abs(maps).sum(-1)
+  if how == "max":
+    return maps.max(-1)
+  return jnp.abs(maps).max(-1)
+
+
+def _per_image_percentile(a: jax.Array, q: float) -> jax.Array:
+  flat = a.reshape(a.shape[0], -1)
+  return jnp.percentile(flat, q, axis=1).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def normalize_percentile(maps: jax.Array, q: float = 99.0) -> jax.Array:
+  """Each map ``[B, H, W]`` divided by its ``q``-th percentile of ``|a|``, clipped to [-1, 1]."""
+  s = _per_image_percentile(jnp.abs(maps), q)
+  return jnp.clip(maps / jnp.where(s > 0, s, 1.0), -1.0, 1.0)
+
+
+def normalize_abs(maps: jax.Array, q: float = 99.0) -> jax.Array:
+  """The sanity-check paper's "abs" visualisation of ``[B, H, W, C]`` maps, to [0, 1].
+
+  ``a = sum_c |m|``, then ``(a - min) / (p_q - min)`` per image, clipped to [0, 1].
+
+  References:
+    Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
+  """
+  a = jnp.abs(maps).sum(-1)
+  lo = a.reshape(a.shape[0], -1).min(1).reshape(-1, 1, 1)
+  hi = _per_image_percentile(a, q)
+  span = jnp.where(hi - lo > 0, hi - lo, 1.0)
+  return jnp.clip((a - lo) / span, 0.0, 1.0)
+
+
+def normalize_diverging(maps: jax.Array, q: float = 99.0) -> jax.Array:
+  """The sanity-check paper's "diverging" visualisation, to [-1, 1], signs kept.
+
+  ``a = sum_c m``, divided by ``s``, the ``q``-th percentile of ``|a|`` per
+  image, and clipped to [-1, 1]. (Mapping to [0, 1] for a colour map is
+  ``(v + 1) / 2``.)
+  """
+  a = maps.sum(-1)
+  s = _per_image_percentile(jnp.abs(a), q)
+  return jnp.clip(a / jnp.where(s > 0, s, 1.0), -1.0, 1.0)

@@ -116,7 +116,7 @@ def evaluate(eval_fn, state: TrainState, source, *, batch_size: int, normalize, 
              preprocess=None) -> dict:
   """Loss and accuracy over a whole split, every example counted once."""
   from jaxsal import data
-  totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+  totals = None
   local_batch = batch_size // jax.process_count()
   for batch in data.make_batches(source, batch_size=batch_size, seed=0, shuffle=False,
                                  num_epochs=1, drop_remainder=False, preprocess=preprocess):
@@ -128,8 +128,10 @@ def evaluate(eval_fn, state: TrainState, source, *, batch_size: int, normalize, 
       b["image"] = np.concatenate([b["image"], np.zeros((pad,) + b["image"].shape[1:], np.float32)])
       b["label"] = np.concatenate([b["label"], np.zeros(pad, np.int32)])
     sums = eval_fn(state, parallel.shard_batch(b, mesh))
-    for k in totals:
-      totals[k] += float(sums[k])
+    # Summed on device: one host sync per evaluation, not one per batch.
+    totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
+  totals = {k: float(v) for k, v in jax.device_get(totals).items()} if totals else {
+      "loss": 0.0, "correct": 0.0, "count": 0.0}
   count = max(totals["count"], 1.0)
   return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count,
           "count": int(totals["count"])}

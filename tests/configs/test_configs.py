@@ -1,6 +1,6 @@
 import pytest
 
-from jaxsal import configs
+from jaxsal import configs, train
 
 
 def test_shipped_configs_load_with_every_variant():
@@ -8,7 +8,7 @@ def test_shipped_configs_load_with_every_variant():
   for spec in ("small_cnn_digits", "small_cnn_digits:cpu", "small_cnn_digits:test",
                "resnet50_imagenet", "resnet50_imagenet:cpu"):
     c = configs.get_config(spec)
-    assert c.batch_size > 0 and c.model.name
+    train.validate_config(c)  # every name known, every number valid
 
 
 def test_resnet50_recipe_numbers():

@@ -1,15 +1,22 @@
 """Attribution methods: ``method(apply_fn, params, x, target, *, key=None, **hparams) -> maps``.
 
-Implemented so far: ``gradient``, ``gradient_x_input``, ``integrated_gradients``
-(five integration rules, chunked steps, completeness delta), ``smoothgrad``
-(SmoothGrad, SmoothGrad squared, VarGrad over any method), ``occlusion``, ``all_classes``
-and ``for_classes`` (every class in one vmapped call), and the channel
-reductions and normalisations used by metrics and figures.
+Gradients: ``gradient``, ``gradient_x_input``, ``integrated_gradients`` (five
+integration rules, chunked steps, completeness delta), ``guided_backprop`` and
+``deconvnet`` (ReLUs rewritten in the traced program of any ``apply_fn``),
+``smoothgrad`` (SmoothGrad, SmoothGrad squared, VarGrad over any method).
+CAM: ``gradcam`` and ``guided_gradcam`` on a named tap. Perturbation:
+``occlusion``, ``rise``, ``meaningful_perturbation``. ``all_classes`` and
+``for_classes`` give every class's map in one compiled call. Channel
+reductions and normalisations for metrics and figures.
 """
 
 from jaxsal.attribution._classes import all_classes, for_classes
 from jaxsal.attribution._common import check_inputs, num_classes
+from jaxsal.attribution._gradcam import gradcam, guided_gradcam
 from jaxsal.attribution._gradient import gradient, gradient_x_input
+from jaxsal.attribution._guided import deconvnet, guided_backprop
+from jaxsal.attribution._meaningful_perturbation import meaningful_perturbation, total_variation
+from jaxsal.attribution._rise import rise, rise_masks
 from jaxsal.attribution._occlusion import occlusion
 from jaxsal.attribution._smoothgrad import smoothgrad
 from jaxsal.attribution._integrated_gradients import (
@@ -29,17 +36,25 @@ __all__ = [
     "RULES",
     "all_classes",
     "check_inputs",
+    "deconvnet",
     "for_classes",
     "gradient",
+    "gradcam",
     "gradient_x_input",
+    "guided_backprop",
+    "guided_gradcam",
     "integrated_gradients",
     "integration_points",
     "make_baseline",
+    "meaningful_perturbation",
     "normalize_abs",
     "normalize_diverging",
     "normalize_percentile",
     "num_classes",
     "occlusion",
     "reduce_channels",
+    "rise",
+    "rise_masks",
     "smoothgrad",
+    "total_variation",
 ]

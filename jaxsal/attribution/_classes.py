@@ -10,6 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal.attribution._common import check_inputs, num_classes
+from jaxsal.attribution._rise import rise, rise_for_classes
+
+# Methods whose one set of forward passes serves every class: for_classes
+# calls these with the [K, B] targets instead of vmapping over classes.
+_ALL_CLASS_HOOKS: dict[Callable, Callable] = {rise: rise_for_classes}
 
 
 def _check_classes(classes: Any, k: int, batch: int) -> jax.Array:
@@ -40,7 +45,9 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
     method: an attribution method ``method(apply_fn, params, x, target, **kw)``.
     classes: int ``[K]`` (the same classes for every image) or ``[K, B]``.
     chunk_size: explain this many classes at a time (``lax.map`` over chunks),
-      bounding memory for 1000-class models; default all at once.
+      bounding memory for 1000-class models; default all at once. Ignored
+      for ``rise``, whose forward passes already serve every class at once
+      (its own ``chunk_size`` bounds memory).
 
   Returns:
     ``fn(apply_fn, params, x, **kw) -> [K, B, H, W, C]``.
@@ -53,6 +60,9 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   def explain(apply_fn, params, x, **kwargs):
     x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
     targets = _check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
+    hook = _ALL_CLASS_HOOKS.get(method)
+    if hook is not None:
+      return hook(apply_fn, params, x, targets, **kwargs)
     one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
     if chunk_size is None:
       return jax.vmap(one)(targets)

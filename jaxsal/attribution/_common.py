@@ -31,6 +31,9 @@ def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[j
 
   Shapes and dtypes are checked always; values (NaN in ``x``, ``target`` in
   ``[0, num_classes)``) whenever they are concrete, i.e. outside ``jit``.
+  Under ``jit``, NaN in ``x`` is still reported, when the program runs (a
+  ``jax.debug.callback``): the call fails with a runtime error carrying the
+  same message instead of returning NaN maps.
 
   Raises:
     ValueError / TypeError: with the argument's name, what it got and what was expected.
@@ -54,12 +57,20 @@ def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[j
       raise ValueError(f"target must lie in [0, {k}) (the model has {k} classes); "
                        f"got {bad.tolist()[:5]}")
   if _is_concrete(x):
-    nan = np.isnan(np.asarray(x))
-    if nan.any():
-      where = np.argwhere(nan.reshape(x.shape[0], -1).any(-1)).ravel().tolist()
-      raise ValueError(f"x contains NaN (images {where[:10]}); attributions of NaN inputs "
-                       "would be NaN everywhere")
+    _report_nan(np.isnan(np.asarray(x)).reshape(x.shape[0], -1).any(-1))
+  elif jnp.issubdtype(x.dtype, jnp.floating):
+    # Under jit the values are unknown at trace time: check them when the
+    # program runs; the error surfaces as a runtime error with this message.
+    jax.debug.callback(_report_nan, jnp.isnan(x).reshape(x.shape[0], -1).any(-1))
   return x, target
+
+
+def _report_nan(nan_per_image: Any) -> None:
+  nan_per_image = np.asarray(nan_per_image)
+  if nan_per_image.any():
+    where = np.argwhere(nan_per_image.reshape(-1)).ravel().tolist()
+    raise ValueError(f"x contains NaN (images {where[:10]}); attributions of NaN inputs "
+                     "would be NaN everywhere")
 
 
 def target_logits(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array) -> jax.Array:

@@ -29,8 +29,11 @@ def occlusion(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *
   A ``patch`` (all channels) slides over the image with ``stride``; at each
   position the patch is set to ``baseline`` and the drop ``z_t(x) -
   z_t(x_occluded)`` is added to every pixel under the patch. Each pixel's sum
-  is divided by the number of patches that covered it (Captum's convention);
-  pixels no patch covers get 0.
+  is divided by the number of patches that covered it (Captum's convention).
+  Patches start at ``0, stride, 2 stride, ...`` while they overlap the image;
+  when the stride does not divide ``size - patch``, the last one is clipped
+  by the border (as Captum), so every pixel is covered unless the stride
+  exceeds the patch (then the gaps between patches get 0).
 
   Args:
     apply_fn, params, x, target: the attribution contract.
@@ -53,8 +56,10 @@ def occlusion(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *
   sh, sw = _pair(stride, "stride")
   if ph > h or pw > w:
     raise ValueError(f"patch {(ph, pw)} is larger than the image {(h, w)}")
-  ys = np.arange(0, h - ph + 1, sh)
-  xs = np.arange(0, w - pw + 1, sw)
+  # As Captum: when the stride does not divide (size - patch), one more
+  # window, clipped by the border, covers the last rows and columns.
+  ys = np.arange(-(-(h - ph) // sh) + 1) * sh
+  xs = np.arange(-(-(w - pw) // sw) + 1) * sw
   masks = np.zeros((len(ys) * len(xs), h, w), np.float32)
   for i, (y0, x0) in enumerate((a, b) for a in ys for b in xs):
     masks[i, y0:y0 + ph, x0:x0 + pw] = 1.0

@@ -6,6 +6,7 @@ Every classifier here maps float NHWC images ``[B, H, W, C]`` to logits
 the same contract.
 """
 
+from jaxsal.models._taps import TappedApplyFn as TappedApplyFn
 from jaxsal.models._taps import apply_with_taps as apply_with_taps
 from jaxsal.models._taps import tap as tap
 from jaxsal.models._taps import tap_names as tap_names
@@ -28,6 +29,7 @@ __all__ = [
     "ResNet34",
     "ResNet50",
     "SmallCNN",
+    "TappedApplyFn",
     "apply_with_taps",
     "from_equinox",
     "from_function",

@@ -15,7 +15,7 @@ Without a ``'perturbations'`` collection and with ``'taps'`` immutable (a plain
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -182,3 +182,83 @@ def apply_with_taps(
   logits, state = run(variables)
   sown = state[TAPS_COLLECTION]
   return logits, {name: sown[name] for name in requested}
+
+
+WithTapsFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TappedApplyFn:
+  """An ``apply_fn(params, x) -> logits`` that can also expose named feature maps.
+
+  CAM-style methods (``jaxsal.attribution.gradcam``) need a layer's feature
+  map and the gradient of the logits with respect to it. A ``TappedApplyFn``
+  is an ordinary ``apply_fn`` (call it as ``apply_fn(params, x)``) with one
+  more entry point, ``with_taps``.
+
+  ``from_linen`` returns one for any Linen module that calls :func:`tap` and
+  lists its taps in ``TAPS``. For other models (NNX, Equinox, plain
+  functions), build one from a function that returns the feature maps and
+  adds perturbations to them::
+
+    def with_taps(params, x, perturbations):
+      h = jax.nn.relu(conv(params, x))
+      h = h + perturbations.get('feat', 0.0)   # after recording h
+      return head(params, h), {'feat': h_before_perturbation}
+
+    apply_fn = TappedApplyFn(plain_apply_fn, with_taps, taps=('feat',))
+
+  Attributes:
+    taps: the tap names, in network order.
+
+  Args:
+    apply_fn: ``apply_fn(params, x) -> logits``.
+    with_taps: ``with_taps(params, x, perturbations) -> (logits, features)``:
+      ``perturbations`` maps some tap names to arrays of the tap's shape that
+      must be added to those feature maps; ``features`` maps every tap name
+      to its feature map ``[B, h, w, c]`` before the perturbation.
+    taps: the names ``with_taps`` returns.
+  """
+
+  def __init__(self, apply_fn: Callable[[Any, jax.Array], jax.Array], with_taps: WithTapsFn,
+               taps: Sequence[str]):
+    if not callable(apply_fn) or not callable(with_taps):
+      raise TypeError("apply_fn and with_taps must be callable")
+    if not taps:
+      raise ValueError("taps must name at least one feature map")
+    self._apply_fn = apply_fn
+    self._with_taps = with_taps
+    self.taps = tuple(taps)
+    self.__name__ = getattr(apply_fn, "__name__", "apply_fn")
+    self.__doc__ = getattr(apply_fn, "__doc__", None)
+
+  def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+    return self._apply_fn(params, x)
+
+  def with_taps(self, params: Any, x: jax.Array, *, taps: Sequence[str] | None = None,
+                perturbations: Mapping[str, jax.Array] | None = None,
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Returns ``(logits, {name: feature map})`` for the requested ``taps``.
+
+    Args:
+      params: the model's parameters.
+      x: images ``[B, H, W, C]``.
+      taps: names to return; all if None.
+      perturbations: ``{name: array}`` added to those feature maps (zeros give
+        the gradient with respect to the feature map).
+
+    Raises:
+      ValueError: an unknown tap name; the message lists the available taps.
+    """
+    requested = list(self.taps) if taps is None else list(taps)
+    _check_tap_request(requested, self.taps, "tap")
+    perturbations = dict(perturbations or {})
+    _check_tap_request(list(perturbations), self.taps, "perturbation")
+    logits, features = self._with_taps(params, x, perturbations)
+    missing = [n for n in requested if n not in features]
+    if missing:
+      raise ValueError(f"with_taps returned no feature map for {missing}; "
+                       f"it returned {sorted(features)}")
+    return logits, {name: features[name] for name in requested}
+
+  def __repr__(self) -> str:
+    return f"TappedApplyFn({self.__name__}, taps={self.taps})"

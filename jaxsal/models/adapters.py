@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from jaxsal.models._taps import strip_tap_collections
+from jaxsal.models._taps import TappedApplyFn, apply_with_taps, strip_tap_collections
 from jaxsal._checks import check_images
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -73,7 +73,11 @@ def from_linen(
   Returns:
     ``(apply_fn, params)``: ``apply_fn(params, x)`` runs
     ``module.apply(params, x, ...)`` on NHWC ``x`` and returns logits
-    ``[B, num_classes]``; ``params`` is the full variables dict.
+    ``[B, num_classes]``; ``params`` is the full variables dict. When the
+    module declares taps (a ``TAPS`` class attribute naming the
+    :func:`jaxsal.models.tap` calls in its ``__call__``) and ``method`` is
+    None, ``apply_fn`` is a :class:`TappedApplyFn`, whose ``with_taps``
+    gives CAM methods the feature maps.
 
   Raises:
     TypeError: ``module`` is not a Linen module.
@@ -103,7 +107,17 @@ def from_linen(
   def apply_fn(params: Any, x: jax.Array) -> jax.Array:
     return module.apply(params, x, **kwargs)
 
-  return _checked(apply_fn, f"{type(module).__name__} (Linen)"), params
+  checked = _checked(apply_fn, f"{type(module).__name__} (Linen)")
+  taps = getattr(module, "TAPS", None)
+  if method is None and taps and set(kwargs) <= {"train"}:
+    train = bool(kwargs.get("train", False))
+
+    def with_taps(params: Any, x: jax.Array, perturbations: Mapping[str, jax.Array]):
+      return apply_with_taps(module, params, x, train=train,
+                             perturbations=perturbations or None)
+
+    return TappedApplyFn(checked, with_taps, taps), params
+  return checked, params
 
 
 def from_nnx(model: Any) -> tuple[ApplyFn, Any]:

@@ -102,10 +102,20 @@ def test_blur_baseline_of_a_constant_image_is_itself():
   assert float(blurred[0, 4, 4, 0]) < 1.0
 
 
-@pytest.mark.parametrize("method,kw", [
+EVERY_METHOD = [
     (A.gradient, {}), (A.gradient_x_input, {}),
     (A.integrated_gradients, {"steps": 8, "chunk_size": 4}),
-    (A.occlusion, {"patch": 8, "stride": 8, "chunk_size": 5})])
+    (A.occlusion, {"patch": 8, "stride": 8, "chunk_size": 5}),
+    (A.guided_backprop, {}), (A.deconvnet, {}),
+    (A.gradcam, {"layer": "l3"}), (A.guided_gradcam, {}),
+    (A.smoothgrad(A.gradient, samples=4, chunk_size=2), {"key": jax.random.key(0)}),
+    (A.rise, {"key": jax.random.key(0), "num_masks": 8, "chunk_size": 4}),
+    (A.meaningful_perturbation, {"steps": 3, "mask_size": 8}),
+]
+METHOD_IDS = [getattr(m, "__name__", "method") for m, _ in EVERY_METHOD]
+
+
+@pytest.mark.parametrize("method,kw", EVERY_METHOD[:8], ids=METHOD_IDS[:8])
 def test_batched_equals_per_example_and_jit_equals_eager(cnn, method, kw):
   apply_fn, params, x, t = cnn
   batched = method(apply_fn, params, x, t, **kw)
@@ -118,7 +128,8 @@ def test_batched_equals_per_example_and_jit_equals_eager(cnn, method, kw):
   np.testing.assert_allclose(jitted, batched, rtol=1e-5, atol=atol)
 
 
-def test_no_retrace_on_second_call(cnn):
+@pytest.mark.parametrize("method,kw", EVERY_METHOD, ids=METHOD_IDS)
+def test_no_retrace_on_second_call(cnn, method, kw):
   apply_fn, params, x, t = cnn
   traces = []
 
@@ -126,11 +137,18 @@ def test_no_retrace_on_second_call(cnn):
     traces.append(v.shape)
     return apply_fn(p, v)
 
-  f = jax.jit(lambda p, v, tt: A.integrated_gradients(counted, p, v, tt, steps=4))
-  f(params, x, t)
+  def counted_with_taps(p, v, perturbations):
+    traces.append(v.shape)
+    return apply_fn.with_taps(p, v, perturbations=perturbations)
+
+  model = models.TappedApplyFn(counted, counted_with_taps, apply_fn.taps)
+  f = jax.jit(lambda p, v, tt: method(model, p, v, tt, **kw))
+  first = f(params, x, t)
   n = len(traces)
-  f(params, x + 1.0, jnp.array([0, 1]))
+  assert n > 0
+  second = f(params, x + 1.0, jnp.array([0, 1]))
   assert len(traces) == n
+  assert not np.allclose(first, second)      # it really ran again, on the new input
 
 
 def test_vmap_over_a_stack_of_parameter_trees(cnn):
@@ -172,3 +190,11 @@ def test_bad_input(cnn, call, exc, match):
   apply_fn, params, x, _ = cnn
   with pytest.raises(exc, match=match):
     call(apply_fn, params, x)
+
+
+def test_nan_under_jit_is_reported_when_the_program_runs(cnn):
+  apply_fn, params, x, t = cnn
+  f = jax.jit(lambda v: A.integrated_gradients(apply_fn, params, v, t, steps=2))
+  assert np.isfinite(np.asarray(f(x))).all()
+  with pytest.raises(Exception, match=r"x contains NaN \(images \[1\]\)"):
+    jax.block_until_ready(f(x.at[1, 3, 3, 0].set(jnp.nan)))

@@ -21,16 +21,26 @@ def noise_scale(x: jax.Array, sigma: float) -> jax.Array:
 
 
 def sample_noise(key: jax.Array, x: jax.Array, i: jax.Array, scale: jax.Array) -> jax.Array:
-  """The ``i``-th noise draw: ``scale * N(0, 1)`` with key ``fold_in(key, i)``."""
-  return scale * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+  """The ``i``-th noise draw: ``scale * N(0, 1)``.
+
+  With one key, the whole batch's noise is drawn with ``fold_in(key, i)``;
+  with one key per image (``key`` of shape ``[B]``), image ``b``'s noise is
+  drawn with ``fold_in(key[b], i)``, so it does not depend on the batch.
+  """
+  if jnp.ndim(key) == 0:
+    return scale * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+  one = lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype)  # noqa: E731
+  return scale * jax.vmap(one)(key)
 
 
 def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
                mode: str = "smoothgrad", chunk_size: int | None = None) -> Callable:
   """Averages ``method`` over noisy copies of the input (Smilkov et al. 2017).
 
-  Sample ``i`` adds ``sigma * (max(x) - min(x)) * N(0, 1)`` drawn with
-  ``fold_in(key, i)``. ``smoothgrad`` returns the mean of the maps,
+  Sample ``i`` adds ``sigma * (max(x) - min(x)) * N(0, 1)`` (range per
+  image) drawn with ``fold_in(key, i)``; pass one key per image
+  (``jax.random.split(key, B)``) for noise that does not depend on the batch
+  an image is in (then a batch gives the same maps as its images alone). ``smoothgrad`` returns the mean of the maps,
   ``smoothgrad_sq`` the mean of their squares, ``vargrad`` their variance
   (Adebayo et al. 2018). Samples run ``chunk_size`` at a time (a scan over
   vmapped chunks), so memory does not grow with ``samples``.
@@ -43,7 +53,8 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
     chunk_size: samples per vmapped chunk; default all at once.
 
   Returns:
-    ``fn(apply_fn, params, x, target, *, key, **kw) -> maps``; ``key`` is required.
+    ``fn(apply_fn, params, x, target, *, key, **kw) -> maps``; ``key`` is
+    required: one typed key, or ``[B]`` keys (one per image).
 
   References:
     Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017.
@@ -65,6 +76,9 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
     if key is None:
       raise ValueError("smoothgrad needs key=jax.random.key(seed) to draw its noise")
     x = jnp.asarray(x)
+    if jnp.ndim(key) not in (0, 1) or (jnp.ndim(key) == 1 and key.shape[0] != x.shape[0]):
+      raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{x.shape[0]}]; "
+                       f"got shape {tuple(jnp.shape(key))}")
     scale = noise_scale(x, sigma)
     n_chunks = -(-samples // chunk)
     idx = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)

@@ -198,3 +198,15 @@ def test_nan_under_jit_is_reported_when_the_program_runs(cnn):
   assert np.isfinite(np.asarray(f(x))).all()
   with pytest.raises(Exception, match=r"x contains NaN \(images \[1\]\)"):
     jax.block_until_ready(f(x.at[1, 3, 3, 0].set(jnp.nan)))
+
+
+def test_smoothgrad_with_one_key_per_image_is_batch_independent(cnn):
+  apply_fn, params, x, t = cnn
+  sg = A.smoothgrad(A.gradient_x_input, samples=3, chunk_size=2, mode="vargrad")
+  keys = jax.random.split(jax.random.key(5), 2)
+  f = jax.jit(lambda v, tt, k: sg(apply_fn, params, v, tt, key=k))
+  batched = f(x, t, keys)
+  single = jnp.concatenate([f(x[i:i + 1], t[i:i + 1], keys[i:i + 1]) for i in range(2)])
+  np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-9)
+  with pytest.raises(ValueError, match=r"one per image, shape \[B\] = \[2\]; got shape \(3,\)"):
+    sg(apply_fn, params, x, t, key=jax.random.split(jax.random.key(5), 3))

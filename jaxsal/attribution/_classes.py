@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsal.attribution._common import check_inputs, num_classes
+from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
 from jaxsal.attribution._rise import rise, rise_for_classes
 
 # Methods whose one set of forward passes serves every class: for_classes
@@ -60,13 +60,14 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   def explain(apply_fn, params, x, **kwargs):
     x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
     targets = _check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
-    hook = _ALL_CLASS_HOOKS.get(method)
-    if hook is not None:
-      return hook(apply_fn, params, x, targets, **kwargs)
     one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
-    if chunk_size is None:
-      return jax.vmap(one)(targets)
-    return jax.lax.map(one, targets, batch_size=int(chunk_size))
+    with nested_calls():
+      hook = _ALL_CLASS_HOOKS.get(method)
+      if hook is not None:
+        return hook(apply_fn, params, x, targets, **kwargs)
+      if chunk_size is None:
+        return jax.vmap(one)(targets)
+      return jax.lax.map(one, targets, batch_size=int(chunk_size))
 
   return explain
 

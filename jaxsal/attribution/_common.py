@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,24 @@ import numpy as np
 from jaxsal._checks import check_images
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+# True while a method runs other methods on inputs it has already checked.
+_NESTED = contextvars.ContextVar("jaxsal_attribution_nested", default=False)
+
+
+@contextlib.contextmanager
+def nested_calls() -> Iterator[None]:
+  """Marks the methods traced inside as called by a method that checked ``x`` already.
+
+  Their runtime NaN check (one host callback per call under ``jit``) is
+  skipped: the outer call's check covers the same values, and a callback
+  inside a ``scan`` or ``vmap`` body would run once per step.
+  """
+  token = _NESTED.set(True)
+  try:
+    yield
+  finally:
+    _NESTED.reset(token)
 
 
 def _is_concrete(x: Any) -> bool:
@@ -58,7 +78,7 @@ def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[j
                        f"got {bad.tolist()[:5]}")
   if _is_concrete(x):
     _report_nan(np.isnan(np.asarray(x)).reshape(x.shape[0], -1).any(-1))
-  elif jnp.issubdtype(x.dtype, jnp.floating):
+  elif jnp.issubdtype(x.dtype, jnp.floating) and not _NESTED.get():
     # Under jit the values are unknown at trace time: check them when the
     # program runs; the error surfaces as a runtime error with this message.
     jax.debug.callback(_report_nan, jnp.isnan(x).reshape(x.shape[0], -1).any(-1))

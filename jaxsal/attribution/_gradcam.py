@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._checks import check_choice
-from jaxsal.attribution._common import ApplyFn, check_inputs
+from jaxsal.attribution._common import ApplyFn, check_inputs, nested_calls
 from jaxsal.attribution._guided import guided_backprop
 
 UPSAMPLE = ("bilinear", "nearest")
@@ -132,4 +132,6 @@ def guided_gradcam(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Arr
   check_choice(upsample, "upsample", UPSAMPLE)
   x, target = check_inputs(apply_fn, params, x, target)
   cam = gradcam_coarse(apply_fn, params, x, target, layer=layer, relu=True)
-  return guided_backprop(apply_fn, params, x, target) * _upsample(cam, x, upsample)
+  with nested_calls():
+    guided = guided_backprop(apply_fn, params, x, target)
+  return guided * _upsample(cam, x, upsample)

@@ -128,24 +128,21 @@ def rise(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
     >>> maps = rise(apply_fn, params, x, y, key=jax.random.key(0), num_masks=2000)
   """
   x, target = check_inputs(apply_fn, params, x, target)
-  maps = _rise_core(apply_fn, params, x, target[None], key=key, num_masks=num_masks,
+  return rise_for_classes(apply_fn, params, x, target[None], key=key, num_masks=num_masks,
+                          grid_size=grid_size, p=p, chunk_size=chunk_size, output=output,
+                          baseline=baseline)[0]
+
+
+def rise_for_classes(apply_fn: ApplyFn, params: Any, x: jax.Array, classes: jax.Array, *,
+                     key: jax.Array | None = None, num_masks: int = 4000, grid_size: int = 7,
+                     p: float = 0.5, chunk_size: int | None = 100,
+                     output: str = "probabilities", baseline: float = 0.0) -> jax.Array:
+  """RISE maps ``[K, B, H, W, C]`` of ``classes`` ``[K, B]`` from one set of forward passes.
+
+  ``for_classes(rise, ...)`` and ``all_classes(rise)`` call this, after
+  checking ``x`` and ``classes``; the hyperparameters are ``rise``'s.
+  """
+  maps = _rise_core(apply_fn, params, x, classes, key=key, num_masks=num_masks,
                     grid_size=grid_size, p=p, chunk_size=chunk_size, output=output,
-                    baseline=_baseline(x, baseline))[0]
-  return jnp.broadcast_to(maps[..., None], x.shape)
-
-
-def rise_for_classes(apply_fn, params, x, classes, **kwargs):
-  """``[K, B, H, W, C]`` for ``classes`` ``[K, B]`` from one set of forward passes."""
-  x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
-  kwargs.setdefault("num_masks", 4000)
-  kwargs.setdefault("grid_size", 7)
-  kwargs.setdefault("p", 0.5)
-  kwargs.setdefault("chunk_size", 100)
-  kwargs.setdefault("output", "probabilities")
-  baseline = _baseline(x, kwargs.pop("baseline", 0.0))
-  key = kwargs.pop("key", None)
-  unknown = set(kwargs) - {"num_masks", "grid_size", "p", "chunk_size", "output"}
-  if unknown:
-    raise TypeError(f"rise got unexpected keyword arguments {sorted(unknown)}")
-  maps = _rise_core(apply_fn, params, x, classes, key=key, baseline=baseline, **kwargs)
+                    baseline=_baseline(x, baseline))
   return jnp.broadcast_to(maps[..., None], (classes.shape[0],) + x.shape)

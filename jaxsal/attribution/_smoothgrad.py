@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._checks import check_choice, check_positive_int
+from jaxsal.attribution._common import check_inputs, nested_calls
 
 MODES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -75,7 +76,7 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
   def smoothed(apply_fn, params, x, target, *, key=None, **kwargs):
     if key is None:
       raise ValueError("smoothgrad needs key=jax.random.key(seed) to draw its noise")
-    x = jnp.asarray(x)
+    x, target = check_inputs(apply_fn, params, x, target)
     if jnp.ndim(key) not in (0, 1) or (jnp.ndim(key) == 1 and key.shape[0] != x.shape[0]):
       raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{x.shape[0]}]; "
                        f"got shape {tuple(jnp.shape(key))}")
@@ -94,7 +95,8 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
       return (s + m.sum(0), s2 + m2.sum(0)), None
 
     zeros = jnp.zeros_like(x)
-    (s, s2), _ = jax.lax.scan(body, (zeros, zeros), idx)
+    with nested_calls():
+      (s, s2), _ = jax.lax.scan(body, (zeros, zeros), idx)
     mean, mean_sq = s / samples, s2 / samples
     if mode == "smoothgrad":
       return mean

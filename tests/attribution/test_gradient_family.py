@@ -210,3 +210,21 @@ def test_smoothgrad_with_one_key_per_image_is_batch_independent(cnn):
   np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-9)
   with pytest.raises(ValueError, match=r"one per image, shape \[B\] = \[2\]; got shape \(3,\)"):
     sg(apply_fn, params, x, t, key=jax.random.split(jax.random.key(5), 3))
+
+
+NESTED = {
+    "smoothgrad(ig)": lambda f, p, x, t: A.smoothgrad(A.integrated_gradients, samples=4, chunk_size=2)(
+        f, p, x, t, key=jax.random.key(0), steps=4),
+    "guided_gradcam": lambda f, p, x, t: A.guided_gradcam(f, p, x, t),
+    "all_classes(gradient)": lambda f, p, x, t: A.all_classes(A.gradient)(f, p, x),
+    "all_classes(rise)": lambda f, p, x, t: A.all_classes(A.rise)(f, p, x, key=jax.random.key(0),
+                                                                  num_masks=4),
+}
+
+
+@pytest.mark.parametrize("name", NESTED)
+def test_one_runtime_nan_check_per_call_even_when_methods_nest(cnn, name):
+  """Methods that call methods check x once, not once per scan step or vmapped call."""
+  apply_fn, params, x, t = cnn
+  jaxpr = jax.make_jaxpr(lambda v, tt: NESTED[name](apply_fn, params, v, tt))(x, t)
+  assert str(jaxpr).count("debug_callback[") == 1   # one equation, wherever it sits

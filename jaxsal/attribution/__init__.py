@@ -6,12 +6,15 @@ integration rules, chunked steps, completeness delta), ``guided_backprop`` and
 ``smoothgrad`` (SmoothGrad, SmoothGrad squared, VarGrad over any method).
 CAM: ``gradcam`` and ``guided_gradcam`` on a named tap. Perturbation:
 ``occlusion``, ``rise``, ``meaningful_perturbation``. ``all_classes`` and
-``for_classes`` give every class's map in one compiled call. Channel
-reductions and normalisations for metrics and figures.
+``for_classes`` give every class's map in one compiled call. Class-relevant
+maps over any method: ``competition`` (competition for pixels; ``cgi`` over
+gradient x input) and ``var`` (VAR). Channel reductions and normalisations
+for metrics and figures.
 """
 
 from jaxsal.attribution._classes import all_classes, for_classes
 from jaxsal.attribution._common import check_inputs, num_classes
+from jaxsal.attribution._competition import cgi, competition, competition_from_maps
 from jaxsal.attribution._gradcam import gradcam, guided_gradcam
 from jaxsal.attribution._gradient import gradient, gradient_x_input
 from jaxsal.attribution._guided import deconvnet, guided_backprop
@@ -19,6 +22,7 @@ from jaxsal.attribution._meaningful_perturbation import meaningful_perturbation,
 from jaxsal.attribution._rise import rise, rise_masks
 from jaxsal.attribution._occlusion import occlusion
 from jaxsal.attribution._smoothgrad import smoothgrad
+from jaxsal.attribution._var import contrastive_classes, var, var_from_maps
 from jaxsal.attribution._integrated_gradients import (
     RULES,
     integrated_gradients,
@@ -35,7 +39,11 @@ from jaxsal.attribution._postprocess import (
 __all__ = [
     "RULES",
     "all_classes",
+    "cgi",
     "check_inputs",
+    "competition",
+    "competition_from_maps",
+    "contrastive_classes",
     "deconvnet",
     "for_classes",
     "gradient",
@@ -57,4 +65,6 @@ __all__ = [
     "rise_masks",
     "smoothgrad",
     "total_variation",
+    "var",
+    "var_from_maps",
 ]

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsal import _checks
 from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
 from jaxsal.attribution._rise import rise, rise_for_classes
 
@@ -60,16 +61,30 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   def explain(apply_fn, params, x, **kwargs):
     x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
     targets = _check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
-    one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
-    with nested_calls():
-      hook = _ALL_CLASS_HOOKS.get(method)
-      if hook is not None:
-        return hook(apply_fn, params, x, targets, **kwargs)
-      if chunk_size is None:
-        return jax.vmap(one)(targets)
-      return jax.lax.map(one, targets, batch_size=int(chunk_size))
+    return class_maps(method, apply_fn, params, x, targets, chunk_size=chunk_size, **kwargs)
 
   return explain
+
+
+def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Array, *,
+               chunk_size: int | None = None, **kwargs) -> jax.Array:
+  """``method``'s maps for targets ``[K, B]`` (unchecked, repeats allowed): ``[K, B, ...]``.
+
+  The building block of ``for_classes``, ``competition`` and ``var``: callers
+  have checked ``x`` and the targets. Methods in ``_ALL_CLASS_HOOKS`` serve
+  every target from one set of forward passes; the others are vmapped over
+  the targets, ``chunk_size`` at a time if given.
+  """
+  if chunk_size is not None:
+    _checks.check_positive_int(chunk_size, "chunk_size")
+  one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
+  with nested_calls():
+    hook = _ALL_CLASS_HOOKS.get(method)
+    if hook is not None:
+      return hook(apply_fn, params, x, targets, **kwargs)
+    if chunk_size is None or chunk_size >= targets.shape[0]:
+      return jax.vmap(one)(targets)
+    return jax.lax.map(one, targets, batch_size=int(chunk_size))
 
 
 def all_classes(method: Callable, *, chunk_size: int | None = None) -> Callable:

@@ -1,6 +1,7 @@
 """The ``jaxsal`` command.
 
     jaxsal train --config small_cnn_digits --workdir runs/small_cnn
+    jaxsal grid-pointing --config grid_pointing_digits --workdir runs/small_cnn
     jaxsal prepare-data --dataset cluttered_digits --config default
     jaxsal configs
 
@@ -25,6 +26,19 @@ def _cmd_train(args) -> int:
         f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; "
         f"eval accuracy {ev['eval_accuracy']:.4f} on {ev['eval_count']} images; "
         f"workdir {out['workdir']}", flush=True)
+  return 0
+
+
+def _cmd_grid_pointing(args) -> int:
+  from jaxsal import configs
+  from jaxsal.experiments import grid_pointing
+  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  t0 = time.perf_counter()
+  results = grid_pointing.run(config, args.workdir, progress=not args.no_progress)
+  print(grid_pointing.format_table(results))
+  print(f"jaxsal: grid pointing game (mean ± standard error over maps; "
+        f"{config.num_grids} grids per size) in {time.perf_counter() - t0:.1f}s; "
+        f"results in {results['path']}", flush=True)
   return 0
 
 
@@ -58,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
                  help="override a config entry, e.g. --set num_train_steps=100 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=_cmd_train)
+
+  p = sub.add_parser("grid-pointing",
+                     help="the grid pointing game: methods alone, with CGI and with VAR")
+  p.add_argument("--config", default="grid_pointing_digits",
+                 help="an experiment config (grid_pointing_digits[:test]) or a .py path")
+  p.add_argument("--workdir", required=True,
+                 help="the classifier's workdir: trained there if it holds no checkpoint")
+  p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                 help="override a config entry, e.g. --set num_grids=50 (repeatable)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.set_defaults(func=_cmd_grid_pointing)
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

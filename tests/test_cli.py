@@ -15,6 +15,8 @@ def test_configs_lists_shipped_configs(capsys):
     (["prepare-data", "--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["train", "--config", "resnet50_imagenet", "--workdir", "W", "--set", "dataset.data_dir=."],
      "tfds build imagenet2012"),
+    (["grid-pointing", "--workdir", "W", "--set", "tau=1.5"], "tau must be a number in [0, 1)"),
+    (["grid-pointing", "--workdir", "W", "--set", "methods=('lrp',)"], "unknown method 'lrp'"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)

@@ -4,11 +4,14 @@ from jaxsal import configs, train
 
 
 def test_shipped_configs_load_with_every_variant():
-  assert {"small_cnn_digits", "resnet50_imagenet"} <= set(configs.list_configs())
+  assert {"small_cnn_digits", "resnet50_imagenet", "grid_pointing_digits"} <= set(
+      configs.list_configs())
   for spec in ("small_cnn_digits", "small_cnn_digits:cpu", "small_cnn_digits:test",
                "resnet50_imagenet", "resnet50_imagenet:cpu"):
     c = configs.get_config(spec)
     train.validate_config(c)  # every name known, every number valid
+  for spec in ("grid_pointing_digits", "grid_pointing_digits:test"):
+    train.validate_config(configs.get_config(spec).classifier)
 
 
 def test_resnet50_recipe_numbers():

@@ -1,0 +1,223 @@
+"""The grid pointing game experiment: base methods alone, with CGI and with VAR.
+
+For every grid, each base method's maps for *all* classes come from one
+compiled call; the three variants of every cell's map are then read off
+them: the base map of the cell's class (alone), its competitive map against
+all classes (CGI, Gupta & Arora 2019) and its VAR map over the grid's cell
+classes (Walter et al. 2025). Each map is scored by the share of its
+positive mass inside its cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsal import _checks
+from jaxsal import attribution as A
+from jaxsal import metrics
+
+VARIANTS = ("alone", "cgi", "var")
+METHODS = {
+    "gradient": A.gradient,
+    "gradient_x_input": A.gradient_x_input,
+    "integrated_gradients": A.integrated_gradients,
+    "guided_backprop": A.guided_backprop,
+    "gradcam": A.gradcam,
+}
+RESULT_FILE = "grid_pointing.json"
+
+
+def validate(config) -> None:
+  """Checks the experiment's own entries before anything runs."""
+  if not config.grid_sizes:
+    raise ValueError("grid_sizes must name at least one grid size, e.g. (2, 3)")
+  for n in config.grid_sizes:
+    _checks.check_positive_int(n, "grid_sizes entry")
+    if n < 2:
+      raise ValueError(f"grid_sizes entries must be >= 2 (a 1x1 grid has nothing to point "
+                       f"between); got {n}")
+  if not config.methods:
+    raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
+  for m in config.methods:
+    _checks.check_choice(m, "method", METHODS)
+  for key in ("num_grids", "num_images", "ig_steps", "batch_size"):
+    _checks.check_positive_int(config[key], key)
+  if not 0.0 <= config.min_confidence <= 1.0:
+    raise ValueError(f"min_confidence must be in [0, 1]; got {config.min_confidence}")
+  if config.smooth and (config.smooth < 0 or config.smooth % 2 == 0):
+    raise ValueError(f"smooth must be 0 or an odd window size; got {config.smooth}")
+  A.var(A.gradient, temperature=config.temperature, tau=config.tau)  # checks both
+
+
+def method_kwargs(name: str, config) -> dict[str, Any]:
+  if name == "integrated_gradients":
+    return {"steps": int(config.ig_steps)}
+  if name == "gradcam":
+    return {"layer": config.gradcam_layer}
+  return {}
+
+
+def make_scores_fn(apply_fn, config, n: int):
+  """``fn(params, grids [G, H, W, C], labels [G, n*n]) -> {'method/variant': [G, n*n]}``."""
+  cells = n * n
+
+  def fn(params, grids, labels):
+    g = grids.shape[0]
+    rows, cols = labels.T, jnp.arange(g)[None, :]               # [n*n, G] each
+    out = {}
+    for name in config.methods:
+      maps = A.all_classes(METHODS[name])(apply_fn, params, grids,
+                                          **method_kwargs(name, config))  # [K, G, H, W, C]
+      alone = maps[rows, cols]
+      variants = {
+          "alone": alone,
+          "cgi": A.competition_from_maps(maps)[rows, cols],
+          "var": A.var_from_maps(alone, temperature=config.temperature, tau=config.tau),
+      }
+      for variant, m in variants.items():
+        score = jax.vmap(lambda mk, k: metrics.grid_pointing_game(
+            mk, jnp.full((g,), k), n=n, smooth=int(config.smooth)))(m, jnp.arange(cells))
+        out[f"{name}/{variant}"] = score.T
+    return out
+
+  return fn
+
+
+def _test_images(config, num: int) -> tuple[np.ndarray, np.ndarray]:
+  from jaxsal import data
+  c = config.classifier
+  src = data.load_source(c.dataset.name, c.dataset.eval_split,
+                         config=c.dataset.get("config", None), data_dir=c.dataset.get("data_dir", None))
+  num = min(num, len(src))
+  examples = [src[i] for i in range(num)]
+  images = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.float32) / 255.0
+  mean = np.asarray(c.dataset.mean, np.float32)
+  std = np.asarray(c.dataset.std, np.float32)
+  labels = np.asarray([int(e["label"]) for e in examples], np.int32)
+  return (images - mean) / std, labels
+
+
+def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, mesh=None,
+         progress: bool = True) -> dict[str, Any]:
+  """Plays the grid pointing game for a classifier: no training, nothing written.
+
+  Args:
+    config: a ``grid_pointing_digits`` config (its ``classifier`` is not used).
+    apply_fn, params: the classifier (a tapped ``apply_fn`` for Grad-CAM).
+    images: ``[N, H, W, C]`` model inputs (normalised); labels: int ``[N]``.
+    mesh: grids are split over its data axis; default all local devices.
+    progress: progress bars and a line about the confidence filter.
+
+  Returns:
+    ``{'grids': {'2x2': {'method/variant': summary}}, 'images_used',
+    'images_seen', 'seconds'}``, summaries as ``metrics.summarize_pointing``.
+  """
+  from jaxsal import data, parallel
+  validate(config)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  params = parallel.replicate(params, mesh)
+  say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
+  if config.confidence_filter:
+    keep = metrics.confident_correct(jax.jit(apply_fn), params, images, labels,
+                                     min_confidence=float(config.min_confidence))
+    say(f"jaxsal: {int(keep.sum())} of {len(keep)} test images are classified correctly with "
+        f"probability >= {config.min_confidence}; grids are drawn from them")
+  else:
+    keep = np.ones(len(labels), bool)
+  width = mesh.shape[parallel.DATA_AXIS]
+  batch = -(-int(config.batch_size) // width) * width
+  results: dict[str, Any] = {"images_used": int(keep.sum()), "images_seen": int(len(keep)),
+                             "grids": {}, "seconds": {}}
+  for n in config.grid_sizes:
+    t1 = time.perf_counter()
+    grids = data.compose_grids(images[keep], labels[keep], n=n, num_grids=int(config.num_grids),
+                               seed=int(config.seed) + n)
+    fn = jax.jit(make_scores_fn(apply_fn, config, n))
+    total = len(grids["image"])
+    scores: dict[str, list] = {}
+    bar = tqdm(total=total, desc=f"{n}x{n} grids", disable=not progress, dynamic_ncols=True)
+    for s in range(0, total, batch):
+      idx = np.arange(s, s + batch).clip(max=total - 1)       # the last batch repeats a grid
+      out = fn(params, parallel.shard_batch(grids["image"][idx], mesh),
+               parallel.shard_batch(grids["labels"][idx], mesh))
+      real = min(batch, total - s)
+      for k, v in jax.device_get(out).items():
+        scores.setdefault(k, []).append(np.asarray(v)[:real])
+      bar.update(real)
+    bar.close()
+    cells = np.broadcast_to(np.arange(n * n), (total, n * n)).reshape(-1)
+    results["grids"][f"{n}x{n}"] = {
+        k: metrics.summarize_pointing(np.concatenate(v).reshape(-1), cells, n=n)
+        for k, v in scores.items()}
+    results["seconds"][f"{n}x{n}"] = time.perf_counter() - t1
+  return results
+
+
+def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains (or reuses) the classifier in ``workdir``, plays the game, writes the results.
+
+  Args:
+    config: a ``grid_pointing_digits`` config.
+    workdir: the classifier's workdir (checkpoints are reused when present);
+      the results go to ``workdir/grid_pointing.json``.
+    progress: progress bars and per-stage lines.
+
+  Returns:
+    ``play``'s results plus the classifier's accuracy, the config, and
+    ``path``, where they were written.
+
+  Raises:
+    ValueError: a bad config (before anything is written).
+  """
+  from jaxsal import data, models, train
+  validate(config)
+  train.validate_config(config.classifier)
+  t0 = time.perf_counter()
+  trained = train.train_and_evaluate(config.classifier, workdir, progress=progress)
+  t_train = time.perf_counter() - t0
+  images, labels = _test_images(config, int(config.num_images))
+  c = config.classifier
+  info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
+  model = models.get_model(c.model.name, num_classes=info["num_classes"], **dict(c.model.kwargs))
+  apply_fn, params = models.from_linen(model, jax.device_get(trained["state"].variables))
+  results = play(config, apply_fn, params, images, labels, mesh=trained["mesh"],
+                 progress=progress)
+  results["seconds"]["classifier"] = t_train
+  results["classifier_accuracy"] = float(trained["eval"]["eval_accuracy"])
+  results["config"] = json.loads(config.to_json_best_effort())
+  path = os.path.join(workdir, RESULT_FILE)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=2)
+  os.replace(tmp, path)
+  results["path"] = path
+  return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+  """The results as a text table: one row per method, mean +- sem per variant and grid."""
+  sizes = list(results["grids"])
+  methods = sorted({k.split("/")[0] for r in results["grids"].values() for k in r},
+                   key=list(METHODS).index)
+  head = ["method"] + [f"{s} {v}" for s in sizes for v in VARIANTS]
+  rows = []
+  for m in methods:
+    row = [m]
+    for s in sizes:
+      for v in VARIANTS:
+        r = results["grids"][s].get(f"{m}/{v}")
+        row.append("-" if r is None else f"{r['mean']:.3f} ± {r['sem']:.3f}")
+    rows.append(row)
+  chance = ["chance"] + [f"{1 / int(s.split('x')[0]) ** 2:.3f}" for s in sizes for _ in VARIANTS]
+  rows.append(chance)
+  widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows])

@@ -194,3 +194,19 @@ def test_bad_input_is_named():
     A.competition(A.gradient, chunk_size=0)
   with pytest.raises(ValueError, match="target must lie in"):
     A.cgi(apply_fn, params, x, jnp.array([3]))
+
+
+def test_var_over_all_classes_in_chunks_equals_all_at_once_and_the_hand_formula():
+  rng = np.random.default_rng(4)
+  w = rng.standard_normal((5, 4, 4)).astype(np.float32)
+  apply_fn, params = _linear(w)
+  x = jnp.asarray(rng.standard_normal((2, 4, 4, 1)), jnp.float32)
+  target = jnp.array([1, 4])
+  whole = A.var(A.gradient_x_input, classes="all")(apply_fn, params, x, target)
+  chunked = A.var(A.gradient_x_input, classes="all", chunk_size=2)(apply_fn, params, x, target)
+  np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+  a = np.asarray(x)[None, ..., 0] * w[:, None]                        # [K, B, 4, 4]
+  p = _softmax(10.0 * np.abs(a))
+  for b, t in enumerate([1, 4]):
+    want = a[t, b] * p[t, b] * (p[t, b] - 1 / 5 > 0.1)
+    np.testing.assert_allclose(np.asarray(whole)[b, ..., 0], want, rtol=1e-5, atol=1e-7)

@@ -18,7 +18,8 @@ from jaxsal.attribution._rise import rise, rise_for_classes
 _ALL_CLASS_HOOKS: dict[Callable, Callable] = {rise: rise_for_classes}
 
 
-def _check_classes(classes: Any, k: int, batch: int) -> jax.Array:
+def check_classes(classes: Any, k: int, batch: int) -> jax.Array:
+  """Checks a class set (``[K]`` or ``[K, B]``, non-empty, in range, no repeats per image); ``[K, B]``."""
   c = jnp.asarray(classes)
   if c.ndim not in (1, 2) or c.shape[0] == 0:
     raise ValueError(f"classes must be a non-empty int array [K] (the same classes for every "
@@ -35,7 +36,7 @@ def _check_classes(classes: Any, k: int, batch: int) -> jax.Array:
     cols = arr.reshape(arr.shape[0], -1)
     for col in cols.T:
       if len(np.unique(col)) != len(col):
-        raise ValueError(f"classes must not repeat; got {arr.tolist()}")
+        raise ValueError(f"classes must not repeat within an image's set; got {col.tolist()}")
   return c if c.ndim == 2 else jnp.broadcast_to(c[:, None], (c.shape[0], batch))
 
 
@@ -60,15 +61,18 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   @functools.wraps(method)
   def explain(apply_fn, params, x, **kwargs):
     x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
-    targets = _check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
-    return class_maps(method, apply_fn, params, x, targets, chunk_size=chunk_size, **kwargs)
+    targets = check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
+    return class_maps(method, apply_fn, params, x, targets, kwargs, chunk_size=chunk_size)
 
   return explain
 
 
-def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Array, *,
-               chunk_size: int | None = None, **kwargs) -> jax.Array:
+def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Array,
+               kwargs: dict | None = None, *, chunk_size: int | None = None) -> jax.Array:
   """``method``'s maps for targets ``[K, B]`` (unchecked, repeats allowed): ``[K, B, ...]``.
+
+  ``kwargs`` go to ``method`` (a dict, so that a method's own ``chunk_size``
+  never meets this function's, which chunks the classes).
 
   The building block of ``for_classes``, ``competition`` and ``var``: callers
   have checked ``x`` and the targets. Methods in ``_ALL_CLASS_HOOKS`` serve
@@ -77,6 +81,7 @@ def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Ar
   """
   if chunk_size is not None:
     _checks.check_positive_int(chunk_size, "chunk_size")
+  kwargs = dict(kwargs or {})
   one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
   with nested_calls():
     hook = _ALL_CLASS_HOOKS.get(method)

@@ -124,7 +124,7 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
       hi, lo, mine = carry
       cs, ok = chunk
       maps = class_maps(method, apply_fn, params, x, jnp.broadcast_to(cs[:, None], (size, b)),
-                        **kwargs)
+                        kwargs)
       s = _scores(maps, per)
       okb = ok.reshape((size,) + (1,) * (s.ndim - 1))
       hi = jnp.maximum(hi, jnp.where(okb, s, -jnp.inf).max(0))
@@ -135,7 +135,7 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
 
     with nested_calls():
       shape = jax.eval_shape(lambda: class_maps(method, apply_fn, params, x,
-                                                jnp.zeros((1, b), jnp.int32), **kwargs))
+                                                jnp.zeros((1, b), jnp.int32), kwargs))
       map_shape, dtype = shape.shape[1:], shape.dtype
       s_shape = map_shape[:-1] + (1,) if per == "pixel" else map_shape
       init = (jnp.full(s_shape, -jnp.inf, dtype), jnp.full(s_shape, jnp.inf, dtype),

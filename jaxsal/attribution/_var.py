@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal import _checks
-from jaxsal.attribution._classes import class_maps
+from jaxsal.attribution._classes import check_classes, class_maps
 from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
 
 CLASS_SETS = ("contrastive", "all")
@@ -121,27 +121,6 @@ def _first_occurrences(slots: jax.Array) -> jax.Array:
   return ~(same & earlier).any(2)
 
 
-def _given_classes(classes: Any, k: int, batch: int) -> jax.Array:
-  c = jnp.asarray(classes)
-  if c.ndim not in (1, 2) or c.size == 0 or c.shape[0] == 0:
-    raise ValueError(f"classes must be a non-empty int array [K] (the same set for every image) "
-                     f"or [K, B]; got shape {tuple(c.shape)}")
-  if c.ndim == 2 and c.shape[1] != batch:
-    raise ValueError(f"classes of shape [K, B] must have B = {batch}; got {tuple(c.shape)}")
-  if not jnp.issubdtype(c.dtype, jnp.integer):
-    raise TypeError(f"classes must be integers; got dtype {c.dtype}")
-  if not isinstance(c, jax.core.Tracer):
-    arr = np.asarray(c)
-    bad = arr[(arr < 0) | (arr >= k)]
-    if bad.size:
-      raise ValueError(f"classes must lie in [0, {k}) (the model has {k} classes); "
-                       f"got {np.unique(bad).tolist()[:5]}")
-    for col in arr.reshape(arr.shape[0], -1).T:
-      if len(np.unique(col)) != len(col):
-        raise ValueError(f"classes must not repeat within an image's set; got {col.tolist()}")
-  return (c if c.ndim == 2 else jnp.broadcast_to(c[:, None], (c.shape[0], batch))).astype(jnp.int32)
-
-
 def var(method: Callable, *, classes: Any = "contrastive", temperature: float = 10.0,
         tau: float | None = None, top_n: int = 2, use_abs: bool = True,
         chunk_size: int | None = None) -> Callable:
@@ -212,7 +191,7 @@ def var(method: Callable, *, classes: Any = "contrastive", temperature: float = 
         valid = jnp.ones((k, b), bool)
     else:
       kind = "given"
-      slots = _given_classes(chosen, k, b)
+      slots = check_classes(chosen, k, b).astype(jnp.int32)
       valid = jnp.ones(slots.shape, bool)
       if not isinstance(slots, jax.core.Tracer) and not isinstance(target, jax.core.Tracer):
         missing = ~(np.asarray(slots) == np.asarray(target)[None, :]).any(0)
@@ -223,7 +202,7 @@ def var(method: Callable, *, classes: Any = "contrastive", temperature: float = 
     if key is not None:
       kwargs["key"] = key
     with nested_calls():
-      maps = class_maps(method, apply_fn, params, x, slots, chunk_size=chunk_size, **kwargs)
+      maps = class_maps(method, apply_fn, params, x, slots, kwargs, chunk_size=chunk_size)
     out = var_from_maps(maps, temperature=temperature,
                         tau=DEFAULT_TAU[kind] if tau is None else tau,
                         valid=valid, use_abs=use_abs)

@@ -66,7 +66,12 @@ def method_kwargs(name: str, config) -> dict[str, Any]:
 
 
 def make_scores_fn(apply_fn, config, n: int):
-  """``fn(params, grids [G, H, W, C], labels [G, n*n]) -> {'method/variant': [G, n*n]}``."""
+  """``fn(params, grids [G, H, W, C], labels [G, n*n]) -> {'method/variant': (scores, empty)}``.
+
+  ``scores`` is float ``[G, n*n]``, each cell's map's pointing score;
+  ``empty`` bool ``[G, n*n]``, whether that map has no positive mass (its
+  score is then 0).
+  """
   cells = n * n
 
   def fn(params, grids, labels):
@@ -85,7 +90,9 @@ def make_scores_fn(apply_fn, config, n: int):
       for variant, m in variants.items():
         score = jax.vmap(lambda mk, k: metrics.grid_pointing_game(
             mk, jnp.full((g,), k), n=n, smooth=int(config.smooth)))(m, jnp.arange(cells))
-        out[f"{name}/{variant}"] = score.T
+        # Maps with no positive mass score 0; count them apart (VAR's threshold can empty a map).
+        empty = (jnp.maximum(m.sum(-1), 0.0).reshape(cells, g, -1).max(-1) <= 0)
+        out[f"{name}/{variant}"] = (score.T, empty.T)
     return out
 
   return fn
@@ -118,7 +125,8 @@ def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, me
 
   Returns:
     ``{'grids': {'2x2': {'method/variant': summary}}, 'images_used',
-    'images_seen', 'seconds'}``, summaries as ``metrics.summarize_pointing``.
+    'images_seen', 'seconds'}``, summaries as ``metrics.summarize_pointing``
+    plus ``empty_share``, the share of maps with no positive mass.
   """
   from jaxsal import data, parallel
   validate(config)
@@ -143,20 +151,24 @@ def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, me
     fn = jax.jit(make_scores_fn(apply_fn, config, n))
     total = len(grids["image"])
     scores: dict[str, list] = {}
+    empties: dict[str, list] = {}
     bar = tqdm(total=total, desc=f"{n}x{n} grids", disable=not progress, dynamic_ncols=True)
     for s in range(0, total, batch):
       idx = np.arange(s, s + batch).clip(max=total - 1)       # the last batch repeats a grid
       out = fn(params, parallel.shard_batch(grids["image"][idx], mesh),
                parallel.shard_batch(grids["labels"][idx], mesh))
       real = min(batch, total - s)
-      for k, v in jax.device_get(out).items():
+      for k, (v, e) in jax.device_get(out).items():
         scores.setdefault(k, []).append(np.asarray(v)[:real])
+        empties.setdefault(k, []).append(np.asarray(e)[:real])
       bar.update(real)
     bar.close()
     cells = np.broadcast_to(np.arange(n * n), (total, n * n)).reshape(-1)
-    results["grids"][f"{n}x{n}"] = {
-        k: metrics.summarize_pointing(np.concatenate(v).reshape(-1), cells, n=n)
-        for k, v in scores.items()}
+    summary = {}
+    for k, v in scores.items():
+      summary[k] = metrics.summarize_pointing(np.concatenate(v).reshape(-1), cells, n=n)
+      summary[k]["empty_share"] = float(np.concatenate(empties[k]).mean())
+    results["grids"][f"{n}x{n}"] = summary
     results["seconds"][f"{n}x{n}"] = time.perf_counter() - t1
   return results
 
@@ -203,21 +215,22 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-  """The results as a text table: one row per method, mean +- sem per variant and grid."""
+  """The results as text: mean ± sem per method, variant and grid size, then the empty maps."""
   sizes = list(results["grids"])
   methods = sorted({k.split("/")[0] for r in results["grids"].values() for k in r},
                    key=list(METHODS).index)
   head = ["method"] + [f"{s} {v}" for s in sizes for v in VARIANTS]
-  rows = []
-  for m in methods:
-    row = [m]
-    for s in sizes:
-      for v in VARIANTS:
-        r = results["grids"][s].get(f"{m}/{v}")
-        row.append("-" if r is None else f"{r['mean']:.3f} ± {r['sem']:.3f}")
-    rows.append(row)
+
+  def table(cell, last=None):
+    rows = [[m] + [cell(results["grids"][s].get(f"{m}/{v}")) for s in sizes for v in VARIANTS]
+            for m in methods] + ([last] if last else [])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+
   chance = ["chance"] + [f"{1 / int(s.split('x')[0]) ** 2:.3f}" for s in sizes for _ in VARIANTS]
-  rows.append(chance)
-  widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-  return "\n".join([fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+  scores = table(lambda r: "-" if r is None else f"{r['mean']:.3f} ± {r['sem']:.3f}", chance)
+  empty = table(lambda r: "-" if r is None or "empty_share" not in r
+                else f"{r['empty_share']:.3f}")
+  return "\n".join(["pointing score (mean ± standard error)"] + scores
+                   + ["", "share of maps with no positive mass (they score 0)"] + empty)

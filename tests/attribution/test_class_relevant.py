@@ -210,3 +210,20 @@ def test_var_over_all_classes_in_chunks_equals_all_at_once_and_the_hand_formula(
   for b, t in enumerate([1, 4]):
     want = a[t, b] * p[t, b] * (p[t, b] - 1 / 5 > 0.1)
     np.testing.assert_allclose(np.asarray(whole)[b, ..., 0], want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_methods_own_chunk_size_reaches_it_through_competition_and_var():
+  # RISE has its own chunk_size (masks per forward pass); it must not be
+  # taken for the class chunking, and all classes share one set of masks.
+  rng = np.random.default_rng(5)
+  apply_fn, params = _linear(rng.standard_normal((3, 4, 4)).astype(np.float32))
+  x = jnp.asarray(rng.random((2, 4, 4, 1)), jnp.float32)
+  t = jnp.array([2, 0])
+  kw = dict(key=jax.random.key(0), num_masks=12, grid_size=2, chunk_size=5)
+  every = A.all_classes(A.rise)(apply_fn, params, x, **kw)
+  comp = A.competition_from_maps(every)
+  np.testing.assert_allclose(A.competition(A.rise)(apply_fn, params, x, t, **kw),
+                             np.stack([comp[2, 0], comp[0, 1]]), rtol=1e-6)
+  v = A.var_from_maps(every, tau=0.1)
+  np.testing.assert_allclose(A.var(A.rise, classes="all")(apply_fn, params, x, t, **kw),
+                             np.stack([v[2, 0], v[0, 1]]), rtol=1e-6)

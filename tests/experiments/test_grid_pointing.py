@@ -42,9 +42,11 @@ def test_scores_are_the_pointing_game_of_each_variant_of_each_cell():
             "var": A.var(A.gradient, classes=labels.T, tau=c.tau)(apply_fn, params, grids,
                                                                  labels[:, k])}
     for v, maps in want.items():
-      np.testing.assert_allclose(out[f"gradient/{v}"][:, k],
+      score, empty = out[f"gradient/{v}"]
+      np.testing.assert_allclose(score[:, k],
                                  metrics.grid_pointing_game(maps, jnp.full((2,), k), n=2),
                                  rtol=1e-5, atol=1e-6)
+      np.testing.assert_array_equal(empty[:, k], (np.asarray(maps).sum(-1) > 0).sum((1, 2)) == 0)
   assert every.shape == (10, 2, 32, 32, 1)
 
 
@@ -65,6 +67,7 @@ def test_play_summarises_every_method_and_variant_over_grids_of_distinct_classes
     assert len(summary) == 2 * 3
     for s in summary.values():
       assert s["count"] == 3 * n * n and 0.0 <= s["mean"] <= 1.0 and len(s["per_cell"]) == n * n
+      assert 0.0 <= s["empty_share"] <= 1.0
   # The first 2x2 grid's gradient x input scores, recomputed from its maps.
   g = __import__("jaxsal").data.compose_grids(images, labels, n=2, num_grids=3, seed=c.seed + 2)
   x, lab = jnp.asarray(g["image"]), jnp.asarray(g["labels"])

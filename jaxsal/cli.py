@@ -2,6 +2,7 @@
 
     jaxsal train --config small_cnn_digits --workdir runs/small_cnn
     jaxsal grid-pointing --config grid_pointing_digits --workdir runs/small_cnn
+    jaxsal sanity --config sanity_digits --workdir runs/small_cnn
     jaxsal prepare-data --dataset cluttered_digits --config default
     jaxsal configs
 
@@ -39,6 +40,20 @@ def _cmd_grid_pointing(args) -> int:
   print(f"jaxsal: grid pointing game (mean ± standard error over maps; "
         f"{config.num_grids} grids per size) in {time.perf_counter() - t0:.1f}s; "
         f"results in {results['path']}", flush=True)
+  return 0
+
+
+def _cmd_sanity(args) -> int:
+  from jaxsal import configs
+  from jaxsal.experiments import sanity_checks
+  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  t0 = time.perf_counter()
+  res = sanity_checks.run(config, args.workdir, progress=not args.no_progress)
+  for mode in res["results"]:
+    print(sanity_checks.format_table(res, mode=mode))
+  print(f"jaxsal: sanity checks on {res['num_images']} images in "
+        f"{time.perf_counter() - t0:.1f}s; results in {res['paths']['json']}, figures beside it",
+        flush=True)
   return 0
 
 
@@ -83,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                  help="override a config entry, e.g. --set num_grids=50 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
   p.set_defaults(func=_cmd_grid_pointing)
+
+  p = sub.add_parser("sanity", help="model-randomisation sanity checks of attribution methods")
+  p.add_argument("--config", default="sanity_digits",
+                 help="an experiment config (sanity_digits[:test]) or a .py path")
+  p.add_argument("--workdir", required=True,
+                 help="the classifier's workdir: trained there if it holds no checkpoint")
+  p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                 help="override a config entry, e.g. --set num_images=16 (repeatable)")
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.set_defaults(func=_cmd_sanity)
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

@@ -17,6 +17,7 @@ def test_configs_lists_shipped_configs(capsys):
      "tfds build imagenet2012"),
     (["grid-pointing", "--workdir", "W", "--set", "tau=1.5"], "tau must be a number in [0, 1)"),
     (["grid-pointing", "--workdir", "W", "--set", "methods=('lrp',)"], "unknown method 'lrp'"),
+    (["sanity", "--workdir", "W", "--set", "modes=('cascade',)"], "unknown mode 'cascade'"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from jaxsal import _checks
 from jaxsal import attribution as A
 from jaxsal import metrics
+from jaxsal.experiments import _common
 
 VARIANTS = ("alone", "cgi", "var")
 METHODS = {
@@ -96,20 +97,6 @@ def make_scores_fn(apply_fn, config, n: int):
     return out
 
   return fn
-
-
-def _test_images(config, num: int) -> tuple[np.ndarray, np.ndarray]:
-  from jaxsal import data
-  c = config.classifier
-  src = data.load_source(c.dataset.name, c.dataset.eval_split,
-                         config=c.dataset.get("config", None), data_dir=c.dataset.get("data_dir", None))
-  num = min(num, len(src))
-  examples = [src[i] for i in range(num)]
-  images = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.float32) / 255.0
-  mean = np.asarray(c.dataset.mean, np.float32)
-  std = np.asarray(c.dataset.std, np.float32)
-  labels = np.asarray([int(e["label"]) for e in examples], np.int32)
-  return (images - mean) / std, labels
 
 
 def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, mesh=None,
@@ -189,21 +176,13 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   Raises:
     ValueError: a bad config (before anything is written).
   """
-  from jaxsal import data, models, train
   validate(config)
-  train.validate_config(config.classifier)
-  t0 = time.perf_counter()
-  trained = train.train_and_evaluate(config.classifier, workdir, progress=progress)
-  t_train = time.perf_counter() - t0
-  images, labels = _test_images(config, int(config.num_images))
-  c = config.classifier
-  info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
-  model = models.get_model(c.model.name, num_classes=info["num_classes"], **dict(c.model.kwargs))
-  apply_fn, params = models.from_linen(model, jax.device_get(trained["state"].variables))
-  results = play(config, apply_fn, params, images, labels, mesh=trained["mesh"],
-                 progress=progress)
-  results["seconds"]["classifier"] = t_train
-  results["classifier_accuracy"] = float(trained["eval"]["eval_accuracy"])
+  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir,
+                                                      progress=progress)
+  images, labels = _common.test_images(config.classifier, int(config.num_images))
+  results = play(config, apply_fn, params, images, labels, mesh=info["mesh"], progress=progress)
+  results["seconds"]["classifier"] = info["seconds"]
+  results["classifier_accuracy"] = info["accuracy"]
   results["config"] = json.loads(config.to_json_best_effort())
   path = os.path.join(workdir, RESULT_FILE)
   tmp = path + ".tmp"

@@ -10,7 +10,8 @@ def test_shipped_configs_load_with_every_variant():
                "resnet50_imagenet", "resnet50_imagenet:cpu"):
     c = configs.get_config(spec)
     train.validate_config(c)  # every name known, every number valid
-  for spec in ("grid_pointing_digits", "grid_pointing_digits:test"):
+  for spec in ("grid_pointing_digits", "grid_pointing_digits:test", "sanity_digits",
+               "sanity_digits:test"):
     train.validate_config(configs.get_config(spec).classifier)
 
 

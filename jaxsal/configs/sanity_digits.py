@@ -1,0 +1,44 @@
+"""Model-randomisation sanity checks of the small CNN on cluttered_digits.
+
+The classifier is ``small_cnn_digits`` (trained into the workdir, or reused
+from it). Every layer is a stage, in the order the model uses them; each
+stage's maps of ``num_images`` test images are compared with the trained
+model's.
+
+Variants (``sanity_digits:ARG``):
+  (none) / ``cpu``: 64 test images, every method, IG with 32 steps.
+  ``test``: the ``small_cnn_digits:test`` classifier, 4 images, 2 methods.
+"""
+
+import ml_collections
+
+from jaxsal.configs import small_cnn_digits
+
+METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
+           "guided_gradcam", "cgi")
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.classifier = small_cnn_digits.get_config(None)
+  c.methods = METHODS
+  c.modes = ("cascading", "independent")
+  c.num_images = 64
+  c.batch_size = 16
+  c.ig_steps = 32
+  c.gradcam_layer = "l4"
+  c.hog_pixels_per_cell = 16  # the paper's; maps need 3 cells a side
+
+  if arg in (None, "", "cpu"):
+    pass
+  elif arg == "test":
+    c.classifier = small_cnn_digits.get_config("test")
+    c.methods = ("gradient", "gradcam")
+    c.num_images = 4
+    c.batch_size = 4
+    c.ig_steps = 4
+    c.hog_pixels_per_cell = 8
+  else:
+    raise ValueError(f"unknown variant {arg!r} of sanity_digits; known: cpu, test")
+  return c

@@ -1,0 +1,46 @@
+"""What the experiment runners share: the trained classifier and the test images."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def trained_classifier(classifier_config, workdir: str, *, progress: bool = True
+                       ) -> tuple[Callable, Any, dict[str, Any]]:
+  """Trains the classifier in ``workdir``, or restores it when its checkpoints are there.
+
+  Returns:
+    ``(apply_fn, params, info)``: a tapped ``apply_fn`` and its variables,
+    and ``info`` with ``mesh``, ``accuracy`` (the last evaluation) and
+    ``seconds``.
+  """
+  from jaxsal import data, models, train
+  train.validate_config(classifier_config)
+  t0 = time.perf_counter()
+  trained = train.train_and_evaluate(classifier_config, workdir, progress=progress)
+  c = classifier_config
+  num_classes = data.dataset_info(c.dataset.name, c.dataset.get("config", None))["num_classes"]
+  model = models.get_model(c.model.name, num_classes=num_classes, **dict(c.model.kwargs))
+  apply_fn, params = models.from_linen(model, jax.device_get(trained["state"].variables))
+  return apply_fn, params, {"mesh": trained["mesh"], "seconds": time.perf_counter() - t0,
+                            "accuracy": float(trained["eval"]["eval_accuracy"])}
+
+
+def test_images(classifier_config, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first ``num`` images of the classifier's evaluation split, normalised as in training."""
+  from jaxsal import data
+  c = classifier_config
+  src = data.load_source(c.dataset.name, c.dataset.eval_split,
+                         config=c.dataset.get("config", None),
+                         data_dir=c.dataset.get("data_dir", None))
+  num = min(num, len(src))
+  examples = [src[i] for i in range(num)]
+  images = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.float32) / 255.0
+  mean = np.asarray(c.dataset.mean, np.float32)
+  std = np.asarray(c.dataset.std, np.float32)
+  labels = np.asarray([int(e["label"]) for e in examples], np.int32)
+  return (images - mean) / std, labels

@@ -1,0 +1,252 @@
+"""The model-randomisation sanity checks (Adebayo et al. 2018) for a trained classifier.
+
+For each mode (cascading, independent), the trained parameters and every
+randomised stage are stacked into one tree; for each method one jitted,
+vmapped call gives every stage's maps for a batch of images (each stage
+explains its own argmax class, as the paper does); the similarity of each
+stage's maps to the trained model's maps is then measured with the paper's
+four numbers. Results: mean and standard deviation per stage, a figure of
+the cascade of maps and one of the similarity curves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsal import attribution as A
+from jaxsal import sanity
+
+METHODS: dict[str, Callable] = {
+    "gradient": A.gradient,
+    "gradient_x_input": A.gradient_x_input,
+    "integrated_gradients": A.integrated_gradients,
+    "guided_backprop": A.guided_backprop,
+    "gradcam": A.gradcam,
+    "guided_gradcam": A.guided_gradcam,
+    "cgi": A.cgi,
+}
+METRICS = ("spearman_abs", "spearman_diverging", "ssim", "hog")
+MODES = ("cascading", "independent")
+
+
+def stage_maps_fn(apply_fn: Callable, method: Callable, kwargs: dict) -> Callable:
+  """``fn(stacked_params, x) -> [S, B, H, W, C]``: every stage's maps of its own argmax class."""
+
+  def fn(stacked, x):
+    def one(p):
+      target = jnp.argmax(apply_fn(p, x), -1).astype(jnp.int32)
+      return method(apply_fn, p, x, target, **kwargs)
+
+    return jax.vmap(one)(stacked)
+
+  return fn
+
+
+def _similarities(maps: jax.Array, pixels_per_cell: int) -> dict[str, jax.Array]:
+  """Each stage's maps (``maps[1:]``) against the trained model's (``maps[0]``): ``[S-1, B]`` each."""
+  return jax.vmap(lambda m: sanity.similarity(maps[0], m, pixels_per_cell=pixels_per_cell))(
+      maps[1:])
+
+
+def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
+                        methods: dict[str, tuple[Callable, dict]], key: jax.Array,
+                        layers: list[str] | None = None, modes=MODES, batch_size: int = 16,
+                        keep: int = 4, pixels_per_cell: int = 16,
+                        progress: bool = True) -> dict[str, Any]:
+  """Runs the cascading and independent randomisation tests.
+
+  Args:
+    apply_fn, params: the trained classifier.
+    images: ``[N, H, W, C]`` model inputs.
+    methods: name -> ``(method, kwargs)``.
+    key: the randomisation key.
+    layers: stage patterns in model order; default every layer in the order
+      the program uses them (``sanity.model_order``).
+    modes: which tests.
+    batch_size: images per jitted call.
+    keep: how many images' maps to keep for the cascade figure.
+    pixels_per_cell: HOG cell size (16 in the paper; smaller for small images).
+    progress: a progress bar.
+
+  Returns:
+    ``{'layers', 'stages': {mode: [names]}, 'results': {mode: {method:
+    {metric: {'mean': [S], 'std': [S]}}}}, 'examples': {mode: {method:
+    [S + 1, keep, H, W] abs-normalised maps}}, 'images': [keep, H, W, C],
+    'seconds'}``. Stage 0 of ``examples`` is the trained model.
+  """
+  layers = layers or sanity.model_order(apply_fn, params, jnp.asarray(images[:1]))
+  out: dict[str, Any] = {"layers": list(layers), "stages": {}, "results": {}, "examples": {},
+                         "images": np.asarray(images[:keep]), "seconds": {}}
+  total = len(modes) * len(methods) * (-(-len(images) // batch_size))
+  bar = tqdm(total=total, desc="sanity", disable=not progress, dynamic_ncols=True)
+  for mode in modes:
+    t0 = time.perf_counter()
+    stages = sanity.randomize(params, key, layers=layers, mode=mode)
+    stacked = sanity.stack([params] + stages)
+    # Stage s randomises layers[-s:] (cascading) or layers[-s] (independent).
+    out["stages"][mode] = [layers[-(s + 1)] for s in range(len(stages))]
+    out["results"][mode], out["examples"][mode] = {}, {}
+    sim_fn = jax.jit(lambda maps: _similarities(maps, pixels_per_cell))
+    for name, (method, kwargs) in methods.items():
+      fn = jax.jit(stage_maps_fn(apply_fn, method, kwargs))
+      sims: dict[str, list] = {m: [] for m in METRICS}
+      for s in range(0, len(images), batch_size):
+        maps = fn(stacked, jnp.asarray(images[s:s + batch_size]))
+        if s == 0:
+          out["examples"][mode][name] = np.asarray(jax.vmap(A.normalize_abs)(maps[:, :keep]))
+        for m, v in jax.device_get(sim_fn(maps)).items():
+          sims[m].append(np.asarray(v))
+        bar.update(1)
+      out["results"][mode][name] = {}
+      for m, chunks in sims.items():
+        v = np.concatenate(chunks, axis=1)                   # [S, N]
+        out["results"][mode][name][m] = {"mean": np.nanmean(v, 1).tolist(),
+                                         "std": np.nanstd(v, 1).tolist(),
+                                         "nan": int(np.isnan(v).sum())}
+    out["seconds"][mode] = time.perf_counter() - t0
+  bar.close()
+  return out
+
+
+def plot_cascade(res: dict[str, Any], path: str, *, mode: str = "cascading", image: int = 0) -> None:
+  """The paper's cascade figure: methods in rows, the trained model then each stage in columns."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  methods = list(res["examples"][mode])
+  cols = ["trained"] + res["stages"][mode]
+  fig, axes = plt.subplots(len(methods), len(cols) + 1,
+                           figsize=(1.3 * (len(cols) + 1), 1.3 * len(methods)), squeeze=False)
+  img = res["images"][image][..., 0] if res["images"].shape[-1] == 1 else res["images"][image]
+  for r, name in enumerate(methods):
+    axes[r, 0].imshow(img, cmap="gray")
+    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    for c in range(len(cols)):
+      axes[r, c + 1].imshow(res["examples"][mode][name][c, image], cmap="gray", vmin=0, vmax=1)
+  for c, title in enumerate(["input"] + cols):
+    axes[0, c].set_title(title, fontsize=7, rotation=45 if c > 1 else 0)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f"{mode} randomisation (from the logits down, left to right)", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_curves(res: dict[str, Any], path: str, *, mode: str = "cascading") -> None:
+  """The paper's similarity curves: one panel per measure, one line per method, mean ± std."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  stages = res["stages"][mode]
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), squeeze=False)
+  x = np.arange(len(stages) + 1)
+  for ax, metric in zip(axes[0], METRICS):
+    for name, r in res["results"][mode].items():
+      mean = np.array([1.0] + r[metric]["mean"])
+      std = np.array([0.0] + r[metric]["std"])
+      ax.plot(x, mean, marker="o", ms=3, label=name)
+      ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_xticks(x, ["trained"] + stages, rotation=60, fontsize=7)
+    ax.set_title(metric)
+    ax.set_ylim(-0.5, 1.05)
+    ax.axhline(0, color="gray", lw=0.5)
+  axes[0, -1].legend(fontsize=7)
+  fig.suptitle(f"{mode} randomisation: similarity to the trained model's maps", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def to_json(res: dict[str, Any]) -> dict[str, Any]:
+  """The JSON-able part of the results (no maps)."""
+  return {k: v for k, v in res.items() if k not in ("examples", "images")}
+
+
+def write(res: dict[str, Any], directory: str) -> dict[str, str]:
+  """Writes ``sanity.json`` and the figures (cascade and curves per mode) into ``directory``."""
+  os.makedirs(directory, exist_ok=True)
+  paths = {"json": os.path.join(directory, "sanity.json")}
+  tmp = paths["json"] + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(to_json(res), f, indent=2)
+  os.replace(tmp, paths["json"])
+  for mode in res["results"]:
+    paths[f"{mode}_cascade"] = os.path.join(directory, f"{mode}_cascade.png")
+    plot_cascade(res, paths[f"{mode}_cascade"], mode=mode)
+    paths[f"{mode}_curves"] = os.path.join(directory, f"{mode}_curves.png")
+    plot_curves(res, paths[f"{mode}_curves"], mode=mode)
+  return paths
+
+
+def format_table(res: dict[str, Any], *, mode: str = "cascading",
+                 metric: str = "spearman_abs") -> str:
+  """Mean similarity per method (rows) and stage (columns) for one mode and measure."""
+  stages = res["stages"][mode]
+  head = ["method"] + stages
+  rows = [[name] + [f"{m:.2f}" for m in r[metric]["mean"]]
+          for name, r in res["results"][mode].items()]
+  widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+  return "\n".join([f"{mode}: {metric} to the trained model's maps, by stage"
+                    f" (the stage's layer and all above it)" if mode == "cascading" else
+                    f"{mode}: {metric} to the trained model's maps, by randomised layer",
+                    fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def validate(config) -> None:
+  """Checks the experiment's own entries before anything runs."""
+  from jaxsal import _checks
+  if not config.methods:
+    raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
+  for m in config.methods:
+    _checks.check_choice(m, "method", METHODS)
+  if not config.modes:
+    raise ValueError(f"modes must name at least one of {list(MODES)}")
+  for m in config.modes:
+    _checks.check_choice(m, "mode", MODES)
+  for key in ("num_images", "batch_size", "ig_steps", "hog_pixels_per_cell"):
+    _checks.check_positive_int(config[key], key)
+
+
+def method_kwargs(name: str, config) -> dict[str, Any]:
+  if name == "integrated_gradients":
+    return {"steps": int(config.ig_steps)}
+  if name in ("gradcam", "guided_gradcam"):
+    return {"layer": config.gradcam_layer}
+  return {}
+
+
+def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains (or reuses) the classifier in ``workdir`` and runs the randomisation tests.
+
+  Results go to ``workdir/sanity/``: ``sanity.json`` (mean and std per
+  stage, method and measure) and the cascade and curve figures per mode.
+
+  Raises:
+    ValueError: a bad config (before anything is written).
+  """
+  from jaxsal.experiments import _common
+  validate(config)
+  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir,
+                                                      progress=progress)
+  images, _ = _common.test_images(config.classifier, int(config.num_images))
+  methods = {m: (METHODS[m], method_kwargs(m, config)) for m in config.methods}
+  res = model_randomization(apply_fn, params, images, methods=methods,
+                            key=jax.random.key(int(config.seed)), modes=tuple(config.modes),
+                            batch_size=int(config.batch_size),
+                            pixels_per_cell=int(config.hog_pixels_per_cell), progress=progress)
+  res["classifier_accuracy"] = info["accuracy"]
+  res["num_images"] = int(len(images))
+  res["config"] = json.loads(config.to_json_best_effort())
+  res["paths"] = write(res, os.path.join(workdir, "sanity"))
+  return res

@@ -1,0 +1,53 @@
+"""The model-randomisation runner on a tiny model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsal import attribution as A
+from jaxsal import configs, models, sanity
+from jaxsal.experiments import sanity_checks
+
+
+def test_config_variants_validate():
+  for spec in ("sanity_digits", "sanity_digits:test"):
+    sanity_checks.validate(configs.get_config(spec))
+  c = configs.get_config("sanity_digits:test")
+  for override, match in (("methods=('lrp',)", "unknown method 'lrp'"),
+                          ("modes=('cascade',)", "unknown mode 'cascade'"),
+                          ("num_images=0", "num_images must be a positive integer")):
+    with pytest.raises(ValueError, match=match):
+      sanity_checks.validate(configs.apply_overrides(c, [override]))
+
+
+def test_results_are_the_similarity_of_each_stage_to_the_trained_maps(tmp_path):
+  model = models.SmallCNN(num_classes=5, widths=(4, 4, 4, 4, 4))
+  apply_fn, params = models.from_linen(model, models.init_model(model, jax.random.key(0),
+                                                                (1, 48, 48, 1)))
+  images = np.asarray(jax.random.uniform(jax.random.key(1), (3, 48, 48, 1)))
+  key = jax.random.key(4)
+  res = sanity_checks.model_randomization(
+      apply_fn, params, images, methods={"gradient": (A.gradient, {})}, key=key, batch_size=2,
+      keep=2, progress=False)
+  layers = ["conv0", "conv1", "conv2", "conv3", "conv4", "head"]
+  assert res["layers"] == layers and res["stages"]["cascading"] == layers[::-1]
+  x = jnp.asarray(images)
+  explain = jax.jit(lambda p: A.gradient(apply_fn, p, x, jnp.argmax(apply_fn(p, x), -1)))
+  similarity = jax.jit(sanity.similarity)
+  trained = explain(params)
+  for mode in ("cascading", "independent"):
+    stages = sanity.randomize(params, key, layers=layers, mode=mode)
+    for s in (0, 4):
+      want = similarity(trained, explain(stages[s]))
+      for metric in sanity_checks.METRICS:
+        got = res["results"][mode]["gradient"][metric]
+        np.testing.assert_allclose(got["mean"][s], np.nanmean(want[metric]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got["std"][s], np.nanstd(want[metric]), rtol=1e-3, atol=1e-5)
+    assert res["examples"][mode]["gradient"].shape == (len(layers) + 1, 2, 48, 48)
+  paths = sanity_checks.write(res, str(tmp_path / "out"))
+  for path in paths.values():
+    with open(path, "rb") as f:
+      head = f.read(8)
+    assert head.startswith(b"\x89PNG") or head.startswith(b"{")
+  assert "cascading: spearman_abs" in sanity_checks.format_table(res)

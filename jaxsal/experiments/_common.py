@@ -39,8 +39,13 @@ def test_images(classifier_config, num: int) -> tuple[np.ndarray, np.ndarray]:
                          data_dir=c.dataset.get("data_dir", None))
   num = min(num, len(src))
   examples = [src[i] for i in range(num)]
-  images = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.float32) / 255.0
-  mean = np.asarray(c.dataset.mean, np.float32)
-  std = np.asarray(c.dataset.std, np.float32)
+  images = np.stack([np.asarray(e["image"]) for e in examples])
   labels = np.asarray([int(e["label"]) for e in examples], np.int32)
-  return (images - mean) / std, labels
+  return normalize(c, images), labels
+
+
+def normalize(classifier_config, images: np.ndarray) -> np.ndarray:
+  """uint8 images -> the classifier's inputs: ``(x / 255 - mean) / std``."""
+  mean = np.asarray(classifier_config.dataset.mean, np.float32)
+  std = np.asarray(classifier_config.dataset.std, np.float32)
+  return (np.asarray(images, np.float32) / 255.0 - mean) / std

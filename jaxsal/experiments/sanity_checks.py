@@ -214,6 +214,8 @@ def validate(config) -> None:
     raise ValueError(f"modes must name at least one of {list(MODES)}")
   for m in config.modes:
     _checks.check_choice(m, "mode", MODES)
+  for m in config.label_modes:
+    _checks.check_choice(m, "label mode", ("permute", "uniform"))
   for key in ("num_images", "batch_size", "ig_steps", "hog_pixels_per_cell"):
     _checks.check_positive_int(config[key], key)
 
@@ -224,6 +226,78 @@ def method_kwargs(name: str, config) -> dict[str, Any]:
   if name in ("gradcam", "guided_gradcam"):
     return {"layer": config.gradcam_layer}
   return {}
+
+
+def memorization(apply_fn: Callable, params: Any, classifier_config, *,
+                 batch_size: int = 500) -> float:
+  """Accuracy of a random-label classifier on its own training set and its randomised labels.
+
+  Near 1 means the model has memorised the random labels, which the data
+  randomisation test presupposes (its maps are those of a model that fits
+  the data without any relation between images and labels).
+  """
+  from jaxsal import data, train
+  from jaxsal.experiments import _common
+  c = classifier_config
+  info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
+  src = data.load_source(c.dataset.name, c.dataset.train_split,
+                         config=c.dataset.get("config", None),
+                         data_dir=c.dataset.get("data_dir", None))
+  src = train.RandomLabelSource(src, c.dataset.label_randomization,
+                                num_classes=info["num_classes"], seed=c.seed)
+  predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
+  correct = 0
+  for s in range(0, len(src), batch_size):
+    examples = [src[i] for i in range(s, min(s + batch_size, len(src)))]
+    images = _common.normalize(c, np.stack([np.asarray(e["image"]) for e in examples]))
+    labels = np.asarray([int(e["label"]) for e in examples])
+    correct += int((np.asarray(predict(params, jnp.asarray(images))) == labels).sum())
+  return correct / len(src)
+
+
+def data_randomization(config, workdir: str, apply_fn: Callable, params: Any,
+                       images: np.ndarray, *, progress: bool = True) -> dict[str, Any]:
+  """Trains a classifier on randomised labels (each mode) and compares its maps with the trained one's.
+
+  Each random-label classifier is ``config.random_classifier`` with
+  ``dataset.label_randomization`` set to the mode, trained (or reused) in
+  ``workdir/random_labels_<mode>``. Both models explain their own argmax class.
+
+  Returns:
+    ``{mode: {'memorized': train accuracy on the random labels,
+    'test_accuracy', 'results': {method: {metric: {'mean', 'std'}}}}}``.
+  """
+  from jaxsal import configs
+  from jaxsal.experiments import _common
+  out: dict[str, Any] = {}
+  methods = {m: (METHODS[m], method_kwargs(m, config)) for m in config.methods}
+  for mode in config.label_modes:
+    c = configs.apply_overrides(config.random_classifier,
+                                [f"dataset.label_randomization={mode!r}"])
+    apply_r, params_r, info = _common.trained_classifier(
+        c, os.path.join(workdir, f"random_labels_{mode}"), progress=progress)
+    entry: dict[str, Any] = {"memorized": memorization(apply_r, params_r, c),
+                             "test_accuracy": info["accuracy"], "results": {}}
+    sim = jax.jit(lambda a, b: sanity.similarity(
+        a, b, pixels_per_cell=int(config.hog_pixels_per_cell)))
+    for name, (method, kwargs) in methods.items():
+      true_fn = jax.jit(lambda x, m=method, k=kwargs: m(
+          apply_fn, params, x, jnp.argmax(apply_fn(params, x), -1), **k))
+      rand_fn = jax.jit(lambda x, m=method, k=kwargs: m(
+          apply_r, params_r, x, jnp.argmax(apply_r(params_r, x), -1), **k))
+      vals: dict[str, list] = {m: [] for m in METRICS}
+      for s in range(0, len(images), int(config.batch_size)):
+        x = jnp.asarray(images[s:s + int(config.batch_size)])
+        for m, v in jax.device_get(sim(true_fn(x), rand_fn(x))).items():
+          vals[m].append(np.asarray(v))
+      entry["results"][name] = {m: {"mean": float(np.nanmean(np.concatenate(v))),
+                                    "std": float(np.nanstd(np.concatenate(v)))}
+                                for m, v in vals.items()}
+    out[mode] = entry
+    if progress:
+      print(f"jaxsal: random labels ({mode}): {entry['memorized']:.3f} of the training set's "
+            f"random labels fitted, test accuracy {entry['test_accuracy']:.3f}", flush=True)
+  return out
 
 
 def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -247,6 +321,9 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
                             pixels_per_cell=int(config.hog_pixels_per_cell), progress=progress)
   res["classifier_accuracy"] = info["accuracy"]
   res["num_images"] = int(len(images))
+  if config.label_modes:
+    res["data_randomization"] = data_randomization(config, workdir, apply_fn, params, images,
+                                                   progress=progress)
   res["config"] = json.loads(config.to_json_best_effort())
   res["paths"] = write(res, os.path.join(workdir, "sanity"))
   return res

@@ -12,7 +12,10 @@ def test_shipped_configs_load_with_every_variant():
     train.validate_config(c)  # every name known, every number valid
   for spec in ("grid_pointing_digits", "grid_pointing_digits:test", "sanity_digits",
                "sanity_digits:test"):
-    train.validate_config(configs.get_config(spec).classifier)
+    c = configs.get_config(spec)
+    train.validate_config(c.classifier)
+    if "random_classifier" in c:
+      train.validate_config(c.random_classifier)
 
 
 def test_resnet50_recipe_numbers():

@@ -16,7 +16,8 @@ def test_config_variants_validate():
   c = configs.get_config("sanity_digits:test")
   for override, match in (("methods=('lrp',)", "unknown method 'lrp'"),
                           ("modes=('cascade',)", "unknown mode 'cascade'"),
-                          ("num_images=0", "num_images must be a positive integer")):
+                          ("num_images=0", "num_images must be a positive integer"),
+                          ("label_modes=('shuffle',)", "unknown label mode 'shuffle'")):
     with pytest.raises(ValueError, match=match):
       sanity_checks.validate(configs.apply_overrides(c, [override]))
 
@@ -51,3 +52,19 @@ def test_results_are_the_similarity_of_each_stage_to_the_trained_maps(tmp_path):
       head = f.read(8)
     assert head.startswith(b"\x89PNG") or head.startswith(b"{")
   assert "cascading: spearman_abs" in sanity_checks.format_table(res)
+
+
+def test_memorization_is_the_accuracy_on_the_randomised_training_labels(data_dir):
+  from jaxsal import data, train
+  c = configs.apply_overrides(configs.get_config("small_cnn_digits:test"), [
+      f"dataset.data_dir={data_dir!r}", "dataset.train_split='train[:300]'",
+      "dataset.label_randomization='uniform'"])
+  model = models.SmallCNN(num_classes=10, widths=(4, 4, 4, 4, 4))
+  apply_fn, params = models.from_linen(model, models.init_model(model, jax.random.key(0),
+                                                                (1, 32, 32, 1)))
+  got = sanity_checks.memorization(apply_fn, params, c, batch_size=128)
+  src = data.load_source("cluttered_digits", "train[:300]", config="small", data_dir=data_dir)
+  labels = train.RandomLabelSource(src, "uniform", num_classes=10, seed=c.seed).labels
+  x = np.stack([np.asarray(src[i]["image"]) for i in range(300)]).astype(np.float32) / 255.0
+  pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), -1))
+  assert got == pytest.approx(float((pred == labels).mean()))

@@ -51,6 +51,8 @@ def _cmd_sanity(args) -> int:
   res = sanity_checks.run(config, args.workdir, progress=not args.no_progress)
   for mode in res["results"]:
     print(sanity_checks.format_table(res, mode=mode))
+  if res.get("data_randomization"):
+    print(sanity_checks.format_data_table(res))
   print(f"jaxsal: sanity checks on {res['num_images']} images in "
         f"{time.perf_counter() - t0:.1f}s; results in {res['paths']['json']}, figures beside it",
         flush=True)

@@ -327,3 +327,18 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   res["config"] = json.loads(config.to_json_best_effort())
   res["paths"] = write(res, os.path.join(workdir, "sanity"))
   return res
+
+
+def format_data_table(res: dict[str, Any]) -> str:
+  """Similarity of the random-label models' maps to the trained model's, per method and measure."""
+  lines = []
+  for mode, entry in res.get("data_randomization", {}).items():
+    head = ["method"] + list(METRICS)
+    rows = [[name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in METRICS]
+            for name, r in entry["results"].items()]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    lines += [f"data randomisation ({mode} labels; random labels fitted: "
+              f"{entry['memorized']:.3f}, test accuracy {entry['test_accuracy']:.3f})",
+              fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+  return "\n".join(lines)

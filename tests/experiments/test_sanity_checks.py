@@ -68,3 +68,12 @@ def test_memorization_is_the_accuracy_on_the_randomised_training_labels(data_dir
   x = np.stack([np.asarray(src[i]["image"]) for i in range(300)]).astype(np.float32) / 255.0
   pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), -1))
   assert got == pytest.approx(float((pred == labels).mean()))
+
+
+def test_data_table_lists_every_method_and_the_memorisation():
+  r = {m: {"mean": 0.5, "std": 0.1} for m in sanity_checks.METRICS}
+  res = {"data_randomization": {"permute": {"memorized": 0.987, "test_accuracy": 0.1,
+                                            "results": {"gradient": r, "cgi": r}}}}
+  table = sanity_checks.format_data_table(res)
+  assert "permute labels; random labels fitted: 0.987" in table
+  assert table.count("0.50 ± 0.10") == 2 * len(sanity_checks.METRICS)

@@ -87,6 +87,11 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
                          "images": np.asarray(images[:keep]), "seconds": {}}
   total = len(modes) * len(methods) * (-(-len(images) // batch_size))
   bar = tqdm(total=total, desc="sanity", disable=not progress, dynamic_ncols=True)
+  # One jitted function per method for every mode: the stacked trees of all
+  # modes have the same shapes, so each compiles once.
+  sim_fn = jax.jit(lambda maps: _similarities(maps, pixels_per_cell))
+  fns = {name: jax.jit(stage_maps_fn(apply_fn, method, kwargs))
+         for name, (method, kwargs) in methods.items()}
   for mode in modes:
     t0 = time.perf_counter()
     stages = sanity.randomize(params, key, layers=layers, mode=mode)
@@ -94,9 +99,7 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
     # Stage s randomises layers[-s:] (cascading) or layers[-s] (independent).
     out["stages"][mode] = [layers[-(s + 1)] for s in range(len(stages))]
     out["results"][mode], out["examples"][mode] = {}, {}
-    sim_fn = jax.jit(lambda maps: _similarities(maps, pixels_per_cell))
-    for name, (method, kwargs) in methods.items():
-      fn = jax.jit(stage_maps_fn(apply_fn, method, kwargs))
+    for name, fn in fns.items():
       sims: dict[str, list] = {m: [] for m in METRICS}
       for s in range(0, len(images), batch_size):
         maps = fn(stacked, jnp.asarray(images[s:s + batch_size]))

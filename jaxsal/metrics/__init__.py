@@ -1,13 +1,26 @@
-"""Metrics of saliency maps: pointing games (localisation metrics to come).
+"""Metrics of saliency maps: pointing games and weakly supervised localisation.
 
 ``grid_pointing_game`` scores maps on n x n grids of distinct classes;
 ``summarize_pointing`` pools the scores; ``confident_correct`` picks the
-images grids are built from.
+images grids are built from. ``mask_to_box``, ``localization_error`` (LE),
+``official_metric`` (OM), ``mask_f1`` (F1, F1a), ``pxap`` and
+``saliency_metric`` (SM) evaluate masks against boxes and pixel masks.
 """
 
+from jaxsal.metrics._localization import box_iou as box_iou
+from jaxsal.metrics._localization import box_masks as box_masks
+from jaxsal.metrics._localization import largest_component as largest_component
+from jaxsal.metrics._localization import localization_error as localization_error
+from jaxsal.metrics._localization import mask_f1 as mask_f1
+from jaxsal.metrics._localization import mask_to_box as mask_to_box
+from jaxsal.metrics._localization import official_metric as official_metric
+from jaxsal.metrics._localization import pxap as pxap
+from jaxsal.metrics._localization import saliency_metric as saliency_metric
 from jaxsal.metrics._pointing import confident_correct as confident_correct
 from jaxsal.metrics._pointing import grid_pointing_game as grid_pointing_game
 from jaxsal.metrics._pointing import smooth_maps as smooth_maps
 from jaxsal.metrics._pointing import summarize_pointing as summarize_pointing
 
-__all__ = ["confident_correct", "grid_pointing_game", "smooth_maps", "summarize_pointing"]
+__all__ = ["box_iou", "box_masks", "confident_correct", "grid_pointing_game", "largest_component",
+           "localization_error", "mask_f1", "mask_to_box", "official_metric", "pxap",
+           "saliency_metric", "smooth_maps", "summarize_pointing"]

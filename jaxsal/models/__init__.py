@@ -14,6 +14,7 @@ from jaxsal.models.adapters import from_equinox as from_equinox
 from jaxsal.models.adapters import from_function as from_function
 from jaxsal.models.adapters import from_linen as from_linen
 from jaxsal.models.adapters import from_nnx as from_nnx
+from jaxsal.models.masker import Masker as Masker
 from jaxsal.models.registry import get_model as get_model
 from jaxsal.models.registry import init_model as init_model
 from jaxsal.models.registry import list_models as list_models
@@ -24,6 +25,7 @@ from jaxsal.models.resnet import ResNet50 as ResNet50
 from jaxsal.models.small_cnn import SmallCNN as SmallCNN
 
 __all__ = [
+    "Masker",
     "ResNet",
     "ResNet18",
     "ResNet34",

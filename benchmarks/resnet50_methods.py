@@ -41,6 +41,10 @@ def methods(key, batch):
       "rise (64 masks, chunks of 16)": (A.rise, {"key": key, "num_masks": 64, "chunk_size": 16}),
       "meaningful_perturbation (10 steps)": (A.meaningful_perturbation,
                                              {"steps": 10, "mask_size": 14}),
+      # Class-relevant maps: CGI competes against all 1000 classes, 100 at a time.
+      "cgi (1000 classes, chunks of 100)": (A.competition(A.gradient_x_input, chunk_size=100), {}),
+      "var(integrated_gradients, 16 steps), contrastive": (A.var(A.integrated_gradients),
+                                                           {"steps": 16}),
   }
 
 
@@ -49,6 +53,7 @@ def main() -> None:
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--classes", type=int, default=1000)
+  parser.add_argument("--only", default="", help="run the methods whose name contains this")
   args = parser.parse_args()
   model = models.ResNet50(num_classes=args.classes)
   variables = jax.jit(lambda k: models.init_model(model, k, (1, args.size, args.size, 3)))(
@@ -60,6 +65,8 @@ def main() -> None:
         f"ResNet-50, {args.classes} classes, x {tuple(x.shape)}")
   print(f"{'method':48s} {'compile s':>9s} {'run s':>8s} {'batched vs single':>18s}")
   for name, (method, kw) in methods(jax.random.key(2), args.batch).items():
+    if args.only not in name:
+      continue
     per_image_key = "key" in kw and jnp.ndim(kw["key"]) == 1
     f = jax.jit(lambda p, v, tt, k, method=method, kw=kw: method(
         apply_fn, p, v, tt, **({**kw, "key": k} if per_image_key else kw)))

@@ -17,9 +17,14 @@ import sys
 import time
 
 
+def _config(args):
+  from jaxsal import configs
+  return configs.apply_overrides(configs.get_config(args.config), args.set or [])
+
+
 def _cmd_train(args) -> int:
-  from jaxsal import configs, train
-  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  from jaxsal import train
+  config = _config(args)
   t0 = time.perf_counter()
   out = train.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
   ev = out["eval"]
@@ -31,9 +36,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_grid_pointing(args) -> int:
-  from jaxsal import configs
   from jaxsal.experiments import grid_pointing
-  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  config = _config(args)
   t0 = time.perf_counter()
   results = grid_pointing.run(config, args.workdir, progress=not args.no_progress)
   print(grid_pointing.format_table(results))
@@ -44,9 +48,8 @@ def _cmd_grid_pointing(args) -> int:
 
 
 def _cmd_sanity(args) -> int:
-  from jaxsal import configs
   from jaxsal.experiments import sanity_checks
-  config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  config = _config(args)
   t0 = time.perf_counter()
   res = sanity_checks.run(config, args.workdir, progress=not args.no_progress)
   for mode in res["results"]:
@@ -80,36 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxsal", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
 
-  p = sub.add_parser("train", help="train a classifier from a config")
-  p.add_argument("--config", required=True,
-                 help="a config name with an optional variant (small_cnn_digits:cpu) or a .py path")
-  p.add_argument("--workdir", required=True,
-                 help="checkpoints, metrics.jsonl and config.json go here; rerun to resume")
-  p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                 help="override a config entry, e.g. --set num_train_steps=100 (repeatable)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bar")
-  p.set_defaults(func=_cmd_train)
+  def config_command(name, func, *, help, config_help, workdir_help, example, default=None,
+                     progress_help="no progress bars"):
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--config", required=default is None, default=default, help=config_help)
+    p.add_argument("--workdir", required=True, help=workdir_help)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override a config entry, e.g. --set {example} (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help=progress_help)
+    p.set_defaults(func=func)
 
-  p = sub.add_parser("grid-pointing",
-                     help="the grid pointing game: methods alone, with CGI and with VAR")
-  p.add_argument("--config", default="grid_pointing_digits",
-                 help="an experiment config (grid_pointing_digits[:test]) or a .py path")
-  p.add_argument("--workdir", required=True,
-                 help="the classifier's workdir: trained there if it holds no checkpoint")
-  p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                 help="override a config entry, e.g. --set num_grids=50 (repeatable)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
-  p.set_defaults(func=_cmd_grid_pointing)
-
-  p = sub.add_parser("sanity", help="model-randomisation sanity checks of attribution methods")
-  p.add_argument("--config", default="sanity_digits",
-                 help="an experiment config (sanity_digits[:test]) or a .py path")
-  p.add_argument("--workdir", required=True,
-                 help="the classifier's workdir: trained there if it holds no checkpoint")
-  p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                 help="override a config entry, e.g. --set num_images=16 (repeatable)")
-  p.add_argument("--no-progress", action="store_true", help="no progress bars")
-  p.set_defaults(func=_cmd_sanity)
+  experiment_workdir = "the classifier's workdir: trained there if it holds no checkpoint"
+  config_command(
+      "train", _cmd_train, help="train a classifier from a config",
+      config_help="a config name with an optional variant (small_cnn_digits:cpu) or a .py path",
+      workdir_help="checkpoints, metrics.jsonl and config.json go here; rerun to resume",
+      example="num_train_steps=100", progress_help="no progress bar")
+  config_command(
+      "grid-pointing", _cmd_grid_pointing, default="grid_pointing_digits",
+      help="the grid pointing game: methods alone, with CGI and with VAR",
+      config_help="an experiment config (grid_pointing_digits[:test]) or a .py path",
+      workdir_help=experiment_workdir, example="num_grids=50")
+  config_command(
+      "sanity", _cmd_sanity, default="sanity_digits",
+      help="model- and data-randomisation sanity checks of attribution methods",
+      config_help="an experiment config (sanity_digits[:test]) or a .py path",
+      workdir_help=experiment_workdir, example="num_images=16")
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

@@ -49,3 +49,19 @@ def normalize(classifier_config, images: np.ndarray) -> np.ndarray:
   mean = np.asarray(classifier_config.dataset.mean, np.float32)
   std = np.asarray(classifier_config.dataset.std, np.float32)
   return (np.asarray(images, np.float32) / 255.0 - mean) / std
+
+
+def method_kwargs(name: str, config) -> dict[str, Any]:
+  """The experiment config's hyperparameters for one attribution method."""
+  if name == "integrated_gradients":
+    return {"steps": int(config.ig_steps)}
+  if name in ("gradcam", "guided_gradcam"):
+    return {"layer": config.gradcam_layer}
+  return {}
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+  """Lines of a plain-text table: a header, a rule, then the rows, columns padded."""
+  widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+  return [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]

@@ -58,14 +58,6 @@ def validate(config) -> None:
   A.var(A.gradient, temperature=config.temperature, tau=config.tau)  # checks both
 
 
-def method_kwargs(name: str, config) -> dict[str, Any]:
-  if name == "integrated_gradients":
-    return {"steps": int(config.ig_steps)}
-  if name == "gradcam":
-    return {"layer": config.gradcam_layer}
-  return {}
-
-
 def make_scores_fn(apply_fn, config, n: int):
   """``fn(params, grids [G, H, W, C], labels [G, n*n]) -> {'method/variant': (scores, empty)}``.
 
@@ -81,7 +73,7 @@ def make_scores_fn(apply_fn, config, n: int):
     out = {}
     for name in config.methods:
       maps = A.all_classes(METHODS[name])(apply_fn, params, grids,
-                                          **method_kwargs(name, config))  # [K, G, H, W, C]
+                                          **_common.method_kwargs(name, config))  # [K, G, H, W, C]
       alone = maps[rows, cols]
       variants = {
           "alone": alone,
@@ -203,9 +195,7 @@ def format_table(results: dict[str, Any]) -> str:
   def table(cell, last=None):
     rows = [[m] + [cell(results["grids"][s].get(f"{m}/{v}")) for s in sizes for v in VARIANTS]
             for m in methods] + ([last] if last else [])
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    return _common.text_table(head, rows)
 
   chance = ["chance"] + [f"{1 / int(s.split('x')[0]) ** 2:.3f}" for s in sizes for _ in VARIANTS]
   scores = table(lambda r: "-" if r is None else f"{r['mean']:.3f} ± {r['sem']:.3f}", chance)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from jaxsal import attribution as A
 from jaxsal import sanity
+from jaxsal.experiments import _common
 
 METHODS: dict[str, Callable] = {
     "gradient": A.gradient,
@@ -198,12 +199,10 @@ def format_table(res: dict[str, Any], *, mode: str = "cascading",
   head = ["method"] + stages
   rows = [[name] + [f"{m:.2f}" for m in r[metric]["mean"]]
           for name, r in res["results"][mode].items()]
-  widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-  return "\n".join([f"{mode}: {metric} to the trained model's maps, by stage"
-                    f" (the stage's layer and all above it)" if mode == "cascading" else
-                    f"{mode}: {metric} to the trained model's maps, by randomised layer",
-                    fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+  title = (f"{mode}: {metric} to the trained model's maps, by stage (the stage's layer and all "
+           f"above it)" if mode == "cascading" else
+           f"{mode}: {metric} to the trained model's maps, by randomised layer")
+  return "\n".join([title] + _common.text_table(head, rows))
 
 
 def validate(config) -> None:
@@ -223,14 +222,6 @@ def validate(config) -> None:
     _checks.check_positive_int(config[key], key)
 
 
-def method_kwargs(name: str, config) -> dict[str, Any]:
-  if name == "integrated_gradients":
-    return {"steps": int(config.ig_steps)}
-  if name in ("gradcam", "guided_gradcam"):
-    return {"layer": config.gradcam_layer}
-  return {}
-
-
 def memorization(apply_fn: Callable, params: Any, classifier_config, *,
                  batch_size: int = 500) -> float:
   """Accuracy of a random-label classifier on its own training set and its randomised labels.
@@ -240,7 +231,6 @@ def memorization(apply_fn: Callable, params: Any, classifier_config, *,
   the data without any relation between images and labels).
   """
   from jaxsal import data, train
-  from jaxsal.experiments import _common
   c = classifier_config
   info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
   src = data.load_source(c.dataset.name, c.dataset.train_split,
@@ -271,9 +261,19 @@ def data_randomization(config, workdir: str, apply_fn: Callable, params: Any,
     'test_accuracy', 'results': {method: {metric: {'mean', 'std'}}}}}``.
   """
   from jaxsal import configs
-  from jaxsal.experiments import _common
   out: dict[str, Any] = {}
-  methods = {m: (METHODS[m], method_kwargs(m, config)) for m in config.methods}
+  methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
+  batch = int(config.batch_size)
+  sim = jax.jit(lambda a, b: sanity.similarity(
+      a, b, pixels_per_cell=int(config.hog_pixels_per_cell)))
+
+  def explainer(f, method, kwargs):
+    return jax.jit(lambda p, x: method(f, p, x, jnp.argmax(f(p, x), -1), **kwargs))
+
+  # The trained model's maps, once for every label mode.
+  trained = {name: [explainer(apply_fn, m, k)(params, jnp.asarray(images[s:s + batch]))
+                    for s in range(0, len(images), batch)]
+             for name, (m, k) in methods.items()}
   for mode in config.label_modes:
     c = configs.apply_overrides(config.random_classifier,
                                 [f"dataset.label_randomization={mode!r}"])
@@ -281,17 +281,12 @@ def data_randomization(config, workdir: str, apply_fn: Callable, params: Any,
         c, os.path.join(workdir, f"random_labels_{mode}"), progress=progress)
     entry: dict[str, Any] = {"memorized": memorization(apply_r, params_r, c),
                              "test_accuracy": info["accuracy"], "results": {}}
-    sim = jax.jit(lambda a, b: sanity.similarity(
-        a, b, pixels_per_cell=int(config.hog_pixels_per_cell)))
     for name, (method, kwargs) in methods.items():
-      true_fn = jax.jit(lambda x, m=method, k=kwargs: m(
-          apply_fn, params, x, jnp.argmax(apply_fn(params, x), -1), **k))
-      rand_fn = jax.jit(lambda x, m=method, k=kwargs: m(
-          apply_r, params_r, x, jnp.argmax(apply_r(params_r, x), -1), **k))
+      rand_fn = explainer(apply_r, method, kwargs)
       vals: dict[str, list] = {m: [] for m in METRICS}
-      for s in range(0, len(images), int(config.batch_size)):
-        x = jnp.asarray(images[s:s + int(config.batch_size)])
-        for m, v in jax.device_get(sim(true_fn(x), rand_fn(x))).items():
+      for i, s in enumerate(range(0, len(images), batch)):
+        maps = rand_fn(params_r, jnp.asarray(images[s:s + batch]))
+        for m, v in jax.device_get(sim(trained[name][i], maps)).items():
           vals[m].append(np.asarray(v))
       entry["results"][name] = {m: {"mean": float(np.nanmean(np.concatenate(v))),
                                     "std": float(np.nanstd(np.concatenate(v)))}
@@ -312,12 +307,11 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   Raises:
     ValueError: a bad config (before anything is written).
   """
-  from jaxsal.experiments import _common
   validate(config)
   apply_fn, params, info = _common.trained_classifier(config.classifier, workdir,
                                                       progress=progress)
   images, _ = _common.test_images(config.classifier, int(config.num_images))
-  methods = {m: (METHODS[m], method_kwargs(m, config)) for m in config.methods}
+  methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
   res = model_randomization(apply_fn, params, images, methods=methods,
                             key=jax.random.key(int(config.seed)), modes=tuple(config.modes),
                             batch_size=int(config.batch_size),
@@ -339,9 +333,7 @@ def format_data_table(res: dict[str, Any]) -> str:
     head = ["method"] + list(METRICS)
     rows = [[name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in METRICS]
             for name, r in entry["results"].items()]
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     lines += [f"data randomisation ({mode} labels; random labels fitted: "
-              f"{entry['memorized']:.3f}, test accuracy {entry['test_accuracy']:.3f})",
-              fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+              f"{entry['memorized']:.3f}, test accuracy {entry['test_accuracy']:.3f})"]
+    lines += _common.text_table(head, rows)
   return "\n".join(lines)

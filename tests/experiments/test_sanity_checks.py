@@ -77,3 +77,35 @@ def test_data_table_lists_every_method_and_the_memorisation():
   table = sanity_checks.format_data_table(res)
   assert "permute labels; random labels fitted: 0.987" in table
   assert table.count("0.50 ± 0.10") == 2 * len(sanity_checks.METRICS)
+
+
+def test_data_randomization_compares_each_random_label_model_with_the_trained_one(monkeypatch):
+  model = models.SmallCNN(num_classes=5, widths=(4, 4, 4, 4, 4))
+  init = lambda seed: models.init_model(model, jax.random.key(seed), (1, 48, 48, 1))  # noqa: E731
+  apply_fn, params = models.from_linen(model, init(0))
+  randoms = {"permute": models.from_linen(model, init(1)), "uniform": models.from_linen(model, init(2))}
+  trained_dirs = []
+
+  def fake_classifier(c, workdir, progress=True):
+    trained_dirs.append(workdir)
+    f, p = randoms[c.dataset.label_randomization]
+    return f, p, {"accuracy": 0.1, "mesh": None, "seconds": 0.0}
+
+  from jaxsal.experiments import _common
+  monkeypatch.setattr(_common, "trained_classifier", fake_classifier)
+  monkeypatch.setattr(sanity_checks, "memorization", lambda f, p, c: 0.99)
+  c = configs.apply_overrides(configs.get_config("sanity_digits:test"), [
+      "label_modes=('permute', 'uniform')", "methods=('gradient',)", "batch_size=2",
+      "hog_pixels_per_cell=16"])
+  c.random_classifier = configs.get_config("small_cnn_digits:test")
+  images = np.asarray(jax.random.uniform(jax.random.key(3), (3, 48, 48, 1)))
+  out = sanity_checks.data_randomization(c, "/w", apply_fn, params, images, progress=False)
+  assert trained_dirs == ["/w/random_labels_permute", "/w/random_labels_uniform"]
+  x = jnp.asarray(images)
+  explain = lambda f, p: A.gradient(f, p, x, jnp.argmax(f(p, x), -1))  # noqa: E731
+  for mode, (f, p) in randoms.items():
+    want = jax.jit(sanity.similarity)(explain(apply_fn, params), explain(f, p))
+    assert out[mode]["memorized"] == 0.99 and out[mode]["test_accuracy"] == 0.1
+    for metric in sanity_checks.METRICS:
+      np.testing.assert_allclose(out[mode]["results"]["gradient"][metric]["mean"],
+                                 np.nanmean(want[metric]), rtol=1e-4, atol=1e-5)

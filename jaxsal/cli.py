@@ -1,8 +1,10 @@
 """The ``jaxsal`` command.
 
     jaxsal train --config small_cnn_digits --workdir runs/small_cnn
+    jaxsal train-masker --config masker_digits:ca --workdir runs/masker --set classifier_workdir=runs/small_cnn
     jaxsal grid-pointing --config grid_pointing_digits --workdir runs/small_cnn
     jaxsal sanity --config sanity_digits --workdir runs/small_cnn
+    jaxsal localization --config localization_digits --workdir runs/small_cnn
     jaxsal prepare-data --dataset cluttered_digits --config default
     jaxsal configs
 
@@ -35,6 +37,19 @@ def _cmd_train(args) -> int:
   return 0
 
 
+def _cmd_train_masker(args) -> int:
+  from jaxsal import train
+  config = _config(args)
+  t0 = time.perf_counter()
+  out = train.train_masker(config, args.workdir, progress=not args.no_progress)
+  ev = out["eval"]
+  print(f"jaxsal: trained a {config.mode.upper()} masker ({config.objective.name}) to step "
+        f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; on {ev['count']} test "
+        f"images: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} SM {ev['sm']:.3f} "
+        f"PxAP {ev['pxap']:.3f} mean mask {ev['area']:.3f}; workdir {out['workdir']}", flush=True)
+  return 0
+
+
 def _cmd_grid_pointing(args) -> int:
   from jaxsal.experiments import grid_pointing
   config = _config(args)
@@ -59,6 +74,18 @@ def _cmd_sanity(args) -> int:
   print(f"jaxsal: sanity checks on {res['num_images']} images in "
         f"{time.perf_counter() - t0:.1f}s; results in {res['paths']['json']}, figures beside it",
         flush=True)
+  return 0
+
+
+def _cmd_localization(args) -> int:
+  from jaxsal.experiments import localization
+  config = _config(args)
+  t0 = time.perf_counter()
+  res = localization.run(config, args.workdir, progress=not args.no_progress)
+  print(localization.format_table(res))
+  print(f"jaxsal: localisation of {len(res['rows'])} maps on {res['num_images']} test images "
+        f"(lower is better for LE, OM, SM) in {time.perf_counter() - t0:.1f}s; results in "
+        f"{res['path']}", flush=True)
   return 0
 
 
@@ -93,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help=progress_help)
     p.set_defaults(func=func)
 
+  config_command(
+      "train-masker", _cmd_train_masker, default="masker_digits",
+      help="train a masking model (FIX or CA) on a classifier's taps",
+      config_help="a masker config (masker_digits[:ca|fix|ca_in|ca_out|ca_fewshot|ca_pool|test]) "
+                  "or a .py path",
+      workdir_help="the masker's checkpoints and metrics go here (rerun to resume); the "
+                   "classifier is read from classifier_workdir, by default <workdir>/classifier",
+      example="classifier_workdir=runs/small_cnn")
   experiment_workdir = "the classifier's workdir: trained there if it holds no checkpoint"
   config_command(
       "train", _cmd_train, help="train a classifier from a config",
@@ -109,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="model- and data-randomisation sanity checks of attribution methods",
       config_help="an experiment config (sanity_digits[:test]) or a .py path",
       workdir_help=experiment_workdir, example="num_images=16")
+
+  config_command(
+      "localization", _cmd_localization, default="localization_digits",
+      help="localisation metrics (LE, OM, F1, SM, PxAP) of maskers, the centre box and "
+           "gradient methods",
+      config_help="an experiment config (localization_digits[:test]) or a .py path",
+      workdir_help=experiment_workdir + "; maskers are trained (or reused) in <workdir>/maskers",
+      example="num_images=500")
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

@@ -8,6 +8,7 @@ from jaxsal.data._render import render_cluttered_digit as render_cluttered_digit
 from jaxsal.data._render import render_cluttered_digits as render_cluttered_digits
 from jaxsal.data._render import RenderedDigits as RenderedDigits
 from jaxsal.data._render import tight_boxes as tight_boxes
+from jaxsal.data._fewshot import FewShotSource as FewShotSource
 from jaxsal.data.cluttered_digits import ClutteredDigits as ClutteredDigits
 from jaxsal.data.cluttered_digits import ClutteredDigitsConfig as ClutteredDigitsConfig
 from jaxsal.data.cluttered_digits import partition_sources as partition_sources
@@ -29,6 +30,7 @@ __all__ = [
     "DATASETS",
     "DEFAULT_DATA_DIR",
     "EvalTransform",
+    "FewShotSource",
     "RenderedDigits",
     "TrainTransform",
     "cell_boxes",

@@ -17,6 +17,43 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def _concrete(x: Any) -> np.ndarray | None:
+  """``x`` as numpy when its values are known (not a tracer under jit), else None."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_unit_masks(masks: Any, name: str = "masks") -> None:
+  """Raises a ValueError if concrete ``masks`` have values outside [0, 1] (or NaN).
+
+  Under ``jit`` the values are unknown and nothing is checked.
+  """
+  m = _concrete(masks)
+  if m is None or m.size == 0:
+    return
+  lo, hi = float(np.min(m)), float(np.max(m))
+  if not (0.0 <= lo and hi <= 1.0):
+    raise ValueError(f"{name} must hold values in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]. "
+                     "Normalise attribution maps first (e.g. |map| / max |map| per image).")
+
+
+def check_boxes_inside(boxes: Any, height: int, width: int, name: str = "boxes") -> None:
+  """Raises a ValueError if concrete end-exclusive boxes leave the ``height x width`` image or are empty."""
+  b = _concrete(boxes)
+  if b is None or b.size == 0:
+    return
+  b = b.reshape(-1, 4)
+  bad = ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > height) | (b[:, 3] > width)
+         | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+  if bad.any():
+    first = b[np.argmax(bad)].tolist()
+    raise ValueError(f"{name} must be non-empty (y0, x0, y1, x1) boxes, end-exclusive, inside "
+                     f"the {height}x{width} image; {int(bad.sum())} are not, e.g. {first}")
 
 
 def _shift(a: jax.Array, dy: int, dx: int, fill) -> jax.Array:
@@ -129,7 +166,11 @@ def mask_f1(masks: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array | None = 
   precision = sum(m * gt) / sum(m), recall = sum(m * gt) / area(gt); F1 is
   the best over an image's boxes, F1a their mean.
   """
+  if masks.ndim != 3:
+    raise ValueError(f"masks must be [B, H, W]; got shape {tuple(masks.shape)}")
   b, h, w = masks.shape
+  check_unit_masks(masks)
+  check_boxes_inside(gt_boxes, h, w, "gt_boxes")
   gt = box_masks(gt_boxes, h, w)                                      # [B, G, H, W]
   m = masks[:, None]
   overlap = (m * gt).sum((2, 3))
@@ -151,13 +192,36 @@ def pxap(masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100) -> jax.A
   ``sum_i (R_i - R_{i+1}) P_i`` over the thresholds in increasing order
   (``R`` past the last threshold is 0).
   """
+  return pxap_from_counts(pxap_counts(masks, gt, num_thresholds=num_thresholds))
+
+
+def pxap_counts(masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100
+                ) -> dict[str, jax.Array]:
+  """The counts PxAP is computed from, which add up over batches.
+
+  Returns:
+    ``{'tp': [T], 'predicted': [T], 'positives': []}``: per threshold, the
+    true-positive and predicted-positive pixel counts, and the number of
+    ground-truth pixels. Sum them over batches and pass the sums to
+    ``pxap_from_counts`` for the PxAP of a whole dataset.
+  """
+  if jnp.shape(masks) != jnp.shape(gt):
+    raise ValueError(f"masks {tuple(jnp.shape(masks))} and gt {tuple(jnp.shape(gt))} must have "
+                     "the same shape")
+  check_unit_masks(masks)
   t = jnp.arange(num_thresholds, dtype=jnp.float32) / num_thresholds
   pos = masks.reshape(-1)[None, :] >= t[:, None]                      # [T, N]
   truth = gt.reshape(-1).astype(bool)[None, :]
-  tp = (pos & truth).sum(1).astype(jnp.float32)
-  predicted = pos.sum(1).astype(jnp.float32)
+  return {"tp": (pos & truth).sum(1).astype(jnp.float32),
+          "predicted": pos.sum(1).astype(jnp.float32),
+          "positives": truth.sum().astype(jnp.float32)}
+
+
+def pxap_from_counts(counts: dict[str, jax.Array]) -> jax.Array:
+  """PxAP from (summed) ``pxap_counts``."""
+  tp, predicted = counts["tp"], counts["predicted"]
   precision = jnp.where(predicted > 0, tp / jnp.maximum(predicted, 1.0), 1.0)
-  recall = tp / jnp.maximum(truth.sum(), 1)
+  recall = tp / jnp.maximum(counts["positives"], 1.0)
   nxt = jnp.concatenate([recall[1:], jnp.zeros(1)])
   return ((recall - nxt) * precision).sum()
 
@@ -171,6 +235,7 @@ def saliency_metric(apply_fn: Callable, params: Any, x: jax.Array, boxes: jax.Ar
   better: a small box the classifier still recognises.
   """
   b, h, w, _ = x.shape
+  check_boxes_inside(boxes, h, w)
 
   def crop(img, box):
     # Crop, then resize with half-pixel centres and clamped edges (as resizing
@@ -190,3 +255,39 @@ def saliency_metric(apply_fn: Callable, params: Any, x: jax.Array, boxes: jax.Ar
   logp_t = jnp.take_along_axis(logp, target[:, None].astype(jnp.int32), 1)[:, 0]
   area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).astype(jnp.float32) / (h * w)
   return jnp.log(jnp.maximum(area, min_area)) - logp_t
+
+
+def localization_scores(maps: jax.Array, gt_boxes: jax.Array, gt_masks: jax.Array,
+                        correct: jax.Array, *, gt_valid: jax.Array | None = None,
+                        apply_fn: Callable | None = None, params: Any = None,
+                        x: jax.Array | None = None, target: jax.Array | None = None
+                        ) -> dict[str, jax.Array]:
+  """Every localisation metric of a batch of maps, in a form that adds up over batches.
+
+  Args:
+    maps: ``[B, H, W]`` in [0, 1]: a masker's masks, or attribution maps
+      normalised per image.
+    gt_boxes: int ``[B, G, 4]`` end-exclusive; ``gt_valid`` bool ``[B, G]``.
+    gt_masks: ``[B, H, W]`` ground-truth pixel masks (for PxAP).
+    correct: ``[B]`` 1 where the explained classifier's top-1 is right (OM).
+    apply_fn, params, x, target: the classifier, images and classes for the
+      saliency metric; SM is left out when ``apply_fn`` is None.
+
+  Returns:
+    Per-image ``[B]`` arrays ``le``, ``om``, ``f1``, ``f1a``, ``area`` (mean
+    mask value) and ``sm`` (if asked), the predicted ``boxes`` ``[B, 4]``,
+    and ``pxap`` counts (see ``pxap_counts``) to sum over batches.
+  """
+  if maps.ndim != 3:
+    raise ValueError(f"maps must be [B, H, W]; got shape {tuple(maps.shape)}")
+  check_unit_masks(maps, "maps")
+  boxes = jax.vmap(mask_to_box)(maps)
+  f1, f1a = mask_f1(maps, gt_boxes, gt_valid)
+  out = {"boxes": boxes,
+         "le": localization_error(boxes, gt_boxes, gt_valid),
+         "om": official_metric(boxes, gt_boxes, correct, gt_valid),
+         "f1": f1, "f1a": f1a, "area": maps.mean((1, 2)),
+         "pxap": pxap_counts(maps, gt_masks)}
+  if apply_fn is not None:
+    out["sm"] = saliency_metric(apply_fn, params, x, boxes, target)
+  return out

@@ -3,6 +3,19 @@
 from jaxsal.train._checkpoint import CheckpointError, Checkpoints, CorruptCheckpointError
 from jaxsal.train._labels import RandomLabelSource
 from jaxsal.train._logging import MetricWriter
+from jaxsal.train._masker_loop import (
+    classifier_workdir,
+    make_masker,
+    train_masker,
+    validate_masker_config,
+)
+from jaxsal.train._masker_step import (
+    MaskerTrainState,
+    create_masker_state,
+    make_mask_fn,
+    make_masker_step,
+)
+from jaxsal.train._wsol_eval import evaluate_localization
 from jaxsal.train._loop import evaluate, prepare_workdir, train_and_evaluate, validate_config
 from jaxsal.train._optim import make_optimizer, make_schedule
 from jaxsal.train._state import (
@@ -17,17 +30,26 @@ __all__ = [
     "CheckpointError",
     "Checkpoints",
     "CorruptCheckpointError",
+    "MaskerTrainState",
     "MetricWriter",
     "RandomLabelSource",
     "TrainState",
+    "classifier_workdir",
+    "create_masker_state",
     "create_train_state",
     "cross_entropy",
     "evaluate",
+    "evaluate_localization",
     "make_eval_step",
+    "make_mask_fn",
+    "make_masker",
+    "make_masker_step",
     "make_optimizer",
     "make_schedule",
     "make_train_step",
     "prepare_workdir",
     "train_and_evaluate",
+    "train_masker",
     "validate_config",
+    "validate_masker_config",
 ]

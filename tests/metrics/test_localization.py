@@ -111,3 +111,49 @@ def test_saliency_metric_crops_and_resizes_as_torch_interpolate():
     area = (y1 - y0) * (x1 - x0) / (12 * 16)
     np.testing.assert_allclose(got[b], np.log(max(area, 0.05)) - logp[target[b]], rtol=1e-4,
                                atol=1e-4)
+
+
+def test_localization_scores_of_constructed_maps():
+  # Image 0: the map is exactly the box; image 1: a map in the wrong corner.
+  h = w = 12
+  gt = np.array([[[2, 2, 8, 8]], [[2, 2, 8, 8]]], np.int32)
+  maps = np.zeros((2, h, w), np.float32)
+  maps[0, 2:8, 2:8] = 1.0
+  maps[1, 9:12, 9:12] = 0.5
+  gt_masks = metrics.box_masks(jnp.asarray(gt[:, 0]), h, w)
+  s = metrics.localization_scores(jnp.asarray(maps), jnp.asarray(gt), gt_masks,
+                                  jnp.array([1.0, 1.0]))
+  np.testing.assert_array_equal(s["boxes"], [[2, 2, 8, 8], [9, 9, 12, 12]])
+  np.testing.assert_array_equal(s["le"], [0.0, 1.0])
+  np.testing.assert_array_equal(s["om"], [0.0, 1.0])
+  np.testing.assert_allclose(s["f1"], [1.0, 0.0])
+  np.testing.assert_allclose(s["area"], [36 / 144, 0.5 * 9 / 144])
+  s2 = metrics.localization_scores(jnp.asarray(maps), jnp.asarray(gt), gt_masks,
+                                   jnp.array([0.0, 1.0]))
+  np.testing.assert_array_equal(s2["om"], [1.0, 1.0])     # right box, wrong class
+  # PxAP counts add up over batches to the PxAP of the whole.
+  split = [metrics.pxap_counts(jnp.asarray(maps[i:i + 1]), gt_masks[i:i + 1]) for i in (0, 1)]
+  summed = jax.tree.map(lambda a, b: a + b, *split)
+  np.testing.assert_allclose(metrics.pxap_from_counts(summed),
+                             metrics.pxap(jnp.asarray(maps), gt_masks), rtol=1e-6)
+
+
+def test_masks_outside_the_unit_interval_and_boxes_outside_the_image_are_refused():
+  gt = jnp.array([[[0, 0, 4, 4]]])
+  with pytest.raises(ValueError, match=r"masks must hold values in \[0, 1\]; got values in "
+                                       r"\[-0.5, 1\]"):
+    metrics.mask_f1(jnp.full((1, 6, 6), -0.5).at[0, 0, 0].set(1.0), gt)
+  with pytest.raises(ValueError, match=r"masks must hold values in \[0, 1\]; got values in "
+                                       r"\[0, 3\]"):
+    metrics.pxap(jnp.full((1, 6, 6), 3.0).at[0, 0, 0].set(0.0), jnp.ones((1, 6, 6)))
+  with pytest.raises(ValueError, match=r"maps must hold values in \[0, 1\]"):
+    metrics.localization_scores(jnp.full((1, 6, 6), 2.0), gt, jnp.ones((1, 6, 6)),
+                                jnp.ones(1))
+  with pytest.raises(ValueError, match=r"gt_boxes must be non-empty .* inside the 6x6 image; "
+                                       r"1 are not, e.g. \[0, 0, 7, 4\]"):
+    metrics.mask_f1(jnp.ones((1, 6, 6)), jnp.array([[[0, 0, 7, 4]]]))
+  with pytest.raises(ValueError, match=r"boxes must be non-empty .* inside the 6x6 image"):
+    metrics.saliency_metric(lambda p, x: x.mean((1, 2)), None, jnp.ones((1, 6, 6, 2)),
+                            jnp.array([[-1, 0, 3, 3]]), jnp.array([0]))
+  # Under jit the values are unknown: nothing is checked, nothing fails.
+  jax.jit(metrics.pxap)(jnp.full((1, 6, 6), 0.5), jnp.ones((1, 6, 6)))

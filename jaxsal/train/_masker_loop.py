@@ -1,0 +1,281 @@
+"""Masker training: FIX or CA, jit with shardings, checkpoints, resume, evaluation.
+
+Every host runs the same ``train_masker(config, workdir)``. The config is
+checked before anything is written; the classifier comes from its own
+workdir (trained there first if it has no checkpoint); a killed run started
+again with the same command resumes from the latest checkpoint and ends
+with the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxsal import parallel
+from jaxsal._checks import check_choice, check_positive_int
+from jaxsal.train._checkpoint import Checkpoints
+from jaxsal.train._logging import MetricWriter
+from jaxsal.train._loop import (_devices, _normalizer, _transforms, prepare_workdir,
+                                train_and_evaluate, validate_config)
+from jaxsal.train._masker_step import (INFILLS, create_masker_state, make_mask_fn,
+                                       make_masker_step)
+from jaxsal.train._optim import make_optimizer
+from jaxsal.train._wsol_eval import evaluate_localization
+
+MODES = ("fix", "ca")
+
+
+def _optimizer(cfg, total: int) -> optax.GradientTransformation:
+  if cfg.schedule == "step" and int(cfg.decay_every_steps) <= 0:
+    cfg = cfg.copy_and_resolve_references()
+    cfg.decay_every_steps = max(total // 3, 1)
+  return make_optimizer(cfg, total)
+
+
+def validate_masker_config(config) -> None:
+  """Checks a masker config before anything runs.
+
+  Raises:
+    ValueError: an unknown mode, objective, infill or tap name (the known
+      ones listed), a negative weight, a bad probability or count, or a
+      batch size that does not split over the mesh.
+  """
+  from jaxsal import models, objectives
+  validate_config(config.classifier)
+  check_choice(config.mode, "mode", MODES)
+  check_choice(config.objective.name, "objective.name", objectives.OBJECTIVES)
+  check_choice(config.objective.infill, "objective.infill", INFILLS)
+  for name in ("lam_in", "lam_out", "lam_tv"):
+    value = config.objective[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+      raise ValueError(f"objective.{name} must be a number >= 0; got {value!r}")
+  for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "eval_num_images",
+              "eval_batch_size", "pool_every"):
+    check_positive_int(config[key], key)
+  check_positive_int(config.checkpoint.every, "checkpoint.every")
+  check_positive_int(config.checkpoint.keep, "checkpoint.keep")
+  if not 0.0 <= float(config.historic_prob) <= 1.0:
+    raise ValueError(f"historic_prob must be in [0, 1]; got {config.historic_prob!r}")
+  for key in ("few_shot", "pool_size"):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"{key} must be an integer >= 0; got {value!r}")
+  for opt in ("masker_optimizer", "classifier_optimizer"):
+    from jaxsal.train._optim import OPTIMIZERS, SCHEDULES
+    check_choice(config[opt].name, f"{opt}.name", OPTIMIZERS)
+    check_choice(config[opt].schedule, f"{opt}.schedule", SCHEDULES)
+  model = _classifier_model(config)
+  taps = models.tap_names(model)
+  layers = list(config.masker.layers)
+  if not layers:
+    raise ValueError("masker.layers must name at least one tap; available taps: "
+                     + ", ".join(taps))
+  for name in layers:
+    if name not in taps:
+      raise ValueError(f"unknown tap {name!r} in masker.layers; the classifier "
+                       f"{config.classifier.model.name!r} has taps: {', '.join(taps)}")
+  check_positive_int(config.masker.hidden, "masker.hidden")
+  check_positive_int(config.masker.mask_scale, "masker.mask_scale")
+
+
+def _classifier_model(config):
+  from jaxsal import data, models
+  c = config.classifier
+  info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
+  return models.get_model(c.model.name, num_classes=info["num_classes"], **dict(c.model.kwargs))
+
+
+def make_masker(config):
+  """The ``jaxsal.models.Masker`` a masker config describes."""
+  from jaxsal import models
+  m = config.masker
+  return models.Masker(layers=tuple(m.layers), hidden=int(m.hidden),
+                       mask_scale=int(m.mask_scale), gumbel=bool(m.gumbel),
+                       temperature=float(m.temperature))
+
+
+def classifier_workdir(config, workdir: str) -> str:
+  """Where the classifier of a masker run lives: ``config.classifier_workdir`` or ``<workdir>/classifier``."""
+  return config.classifier_workdir or os.path.join(workdir, "classifier")
+
+
+def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+  """Trains a masker (FIX or CA) as ``config`` says, checkpointing into ``workdir``.
+
+  Args:
+    config: a masker config (see ``jaxsal.configs.masker_digits``).
+    workdir: where checkpoints, ``metrics.jsonl``, ``config.json`` and
+      ``eval.json`` go. If it holds checkpoints, training resumes from the
+      latest.
+    progress: progress bars on the first host.
+
+  Returns:
+    A dict with ``state`` (the final ``MaskerTrainState``), ``history``,
+    ``eval`` (the localisation metrics of the last evaluation),
+    ``classifier_eval`` (the original classifier's test accuracy),
+    ``restored_step``, ``mesh``, ``workdir``, and the ``masker`` and
+    ``classifier`` modules.
+
+  Raises:
+    ValueError: a bad config (an unknown tap, a few-shot k larger than a
+      class's images, ...) or an unwritable workdir, before anything is
+      written into ``workdir``.
+
+  Example:
+    >>> from jaxsal import configs, train
+    >>> out = train.train_masker(configs.get_config('masker_digits:test'), '/tmp/masker')
+    >>> out['eval']['le'] <= 1.0
+    True
+  """
+  from jaxsal import data, models
+  validate_masker_config(config)
+  cc = config.classifier
+  info = data.dataset_info(cc.dataset.name, cc.dataset.get("config", None))
+  train_source = data.load_source(cc.dataset.name, cc.dataset.train_split,
+                                  config=cc.dataset.get("config", None),
+                                  data_dir=cc.dataset.get("data_dir", None))
+  eval_source = data.load_source(cc.dataset.name, cc.dataset.eval_split,
+                                 config=cc.dataset.get("config", None),
+                                 data_dir=cc.dataset.get("data_dir", None))
+  for key in ("box", "mask"):
+    if key not in eval_source[0]:
+      raise ValueError(f"dataset {cc.dataset.name!r} has no {key!r} feature; masker evaluation "
+                       "needs ground-truth boxes and masks (use cluttered_digits)")
+  if config.few_shot:
+    train_source = data.FewShotSource(train_source, int(config.few_shot), seed=int(config.seed))
+
+  train_pre, _, image_shape = _transforms(cc, info)
+  masker = make_masker(config)
+  if image_shape[0] % masker.mask_scale or image_shape[1] % masker.mask_scale:
+    raise ValueError(f"the {image_shape[0]}x{image_shape[1]} inputs must be multiples of "
+                     f"masker.mask_scale={masker.mask_scale}")
+  mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
+  width = mesh.shape[parallel.DATA_AXIS]
+  if config.batch_size % width:
+    raise ValueError(f"batch_size={config.batch_size} must be divisible by the {width} devices "
+                     f"of the mesh's {parallel.DATA_AXIS!r} axis")
+  workdir = prepare_workdir(workdir)
+
+  # The classifier: restored (or trained) in its own workdir.
+  trained = train_and_evaluate(cc, classifier_workdir(config, workdir), progress=progress)
+  classifier = _classifier_model(config)
+  clf_variables = jax.device_get(trained["state"].variables)
+  original_apply, original_params = models.from_linen(classifier, clf_variables)
+  normalize = _normalizer(cc, image_shape[-1])
+  mean = np.asarray(cc.dataset.mean, np.float32)
+  std = np.asarray(cc.dataset.std, np.float32)
+  normalize_images = lambda im: (np.asarray(im, np.float32) - mean) / std  # noqa: E731
+
+  total = int(config.num_train_steps)
+  masker_tx = _optimizer(config.masker_optimizer, total)
+  train_classifier = config.mode == "ca"
+  clf_tx = _optimizer(config.classifier_optimizer, total) if train_classifier \
+      else optax.set_to_zero()
+  repl = parallel.replicated(mesh)
+  batch_sh = parallel.batch_sharding(mesh)
+  pool_size = int(config.pool_size) if train_classifier else 0
+  init = jax.jit(lambda k, v: create_masker_state(masker, masker_tx, classifier, v, clf_tx, k,
+                                                  (1,) + tuple(image_shape), pool_size=pool_size),
+                 out_shardings=repl)
+  state = init(jax.random.key(config.seed), clf_variables)
+
+  is_main = jax.process_index() == 0
+  writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
+  ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+                     keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
+  meta = {"kind": "masker", "model": cc.model.name, "mode": config.mode,
+          "layers": list(config.masker.layers), "image_shape": list(image_shape)}
+  restore_step = int(config.checkpoint.restore_step)
+  restored = ckpt.restore(state, None if restore_step < 0 else restore_step,
+                          expect_meta={k: meta[k] for k in ("kind", "model", "mode", "layers")})
+  restored_step = None
+  if restored is not None:
+    state = restored[0]
+    restored_step = int(jax.device_get(state.step))
+    writer.truncate_after(restored_step)
+    if is_main:
+      print(f"jaxsal: restored masker checkpoint at step {restored_step} from {ckpt.directory}",
+            flush=True)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+
+  o = config.objective
+  step_fn = make_masker_step(
+      classifier, masker, masker_tx, clf_tx, train_classifier=train_classifier,
+      objective=o.name, lam_in=float(o.lam_in), lam_out=float(o.lam_out),
+      lam_tv=float(o.lam_tv), tv_counted_twice=bool(o.tv_counted_twice),
+      historic_prob=float(config.historic_prob), pool_size=pool_size,
+      pool_every=int(config.pool_every), infill=o.infill, blur_sigma=float(o.blur_sigma),
+      seed=int(config.seed))
+  train_step = jax.jit(step_fn, in_shardings=(repl, batch_sh), out_shardings=(repl, repl),
+                       donate_argnums=(0,))
+  mask_fn = make_mask_fn(classifier, masker)
+
+  def run_eval(st):
+    def maps_fn(x, label):
+      mask, logits = mask_fn(st, x)
+      return mask, (logits.argmax(-1) == label).astype(np.float32)
+    return evaluate_localization(maps_fn, eval_source, batch_size=int(config.eval_batch_size),
+                                 normalize=normalize_images, apply_fn=original_apply,
+                                 params=original_params, num_images=int(config.eval_num_images),
+                                 progress=False)
+
+  start = int(jax.device_get(state.step))
+  history, last_eval = [], None
+  batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
+                              shuffle=True, num_epochs=None, drop_remainder=True,
+                              start_step=start, preprocess=train_pre)
+  bar = tqdm(total=total, initial=start, desc=f"masker {config.mode}",
+             disable=not (progress and is_main), dynamic_ncols=True, mininterval=0.5)
+  acc: dict[str, list] = {}
+  t0, steps_done = time.perf_counter(), 0
+  try:
+    for step in range(start, total):
+      raw = next(batches)
+      batch = parallel.shard_batch(normalize({"image": raw["image"], "label": raw["label"]}),
+                                   mesh)
+      state, metrics = train_step(state, batch)
+      for k, v in metrics.items():
+        acc.setdefault(k, []).append(v)
+      steps_done += 1
+      done = step + 1
+      if done % config.log_every == 0 or done == total:
+        means = {f"train_{k}": float(np.mean(jax.device_get(v))) for k, v in acc.items()}
+        means["steps_per_sec"] = steps_done / max(time.perf_counter() - t0, 1e-9)
+        history.append(writer.write(done, "train", means))
+        bar.set_postfix(loss=f"{means['train_masker_loss']:.3f}",
+                        area=f"{means['train_mask_area']:.3f}")
+        acc, t0, steps_done = {}, time.perf_counter(), 0
+      if done % config.eval_every == 0 or done == total:
+        ev = run_eval(state)
+        last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
+        if is_main and progress:
+          bar.write(f"step {done}: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} "
+                    f"PxAP {ev['pxap']:.3f} area {ev['area']:.3f} "
+                    f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)")
+      ckpt.save(done, state, meta=meta, force=(done == total))
+      bar.update(1)
+  finally:
+    bar.close()
+    ckpt.close()
+  if last_eval is None:
+    ev = run_eval(state)
+    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
+  result = {k[len("eval_"):]: v for k, v in last_eval.items() if k.startswith("eval_")}
+  if is_main:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump({"step": last_eval["step"], "metrics": result,
+                 "classifier_accuracy": float(trained["eval"]["eval_accuracy"])}, f, indent=2)
+  return {"state": state, "history": history, "eval": result,
+          "classifier_eval": trained["eval"], "restored_step": restored_step, "mesh": mesh,
+          "workdir": workdir, "masker": masker, "classifier": classifier,
+          "original": (original_apply, original_params), "normalize": normalize_images}

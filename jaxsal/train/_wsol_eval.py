@@ -1,0 +1,91 @@
+"""Localisation metrics of any saliency map over a whole split, batch by batch.
+
+Used for a masker's evaluation during and after training, and for the
+baselines it is compared with (the centre box, attribution methods).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+METRICS = ("le", "om", "f1", "f1a", "sm", "area", "accuracy")
+
+
+def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
+                          normalize: Callable[[np.ndarray], np.ndarray], apply_fn: Callable,
+                          params: Any, num_images: int | None = None, progress: bool = False,
+                          desc: str = "localisation") -> dict[str, float]:
+  """LE, OM, F1, F1a, SM, PxAP, mean area and accuracy of ``maps_fn``'s maps over ``source``.
+
+  Args:
+    maps_fn: ``maps_fn(x, label) -> (maps [B, H, W] in [0, 1], correct [B])``,
+      pure (it is jitted here together with the metrics); ``correct`` is 1
+      where the explained classifier's top-1 is right.
+    source: a random-access source of dicts with ``image`` (uint8),
+      ``label``, ``box`` ``[4]`` and ``mask`` ``[H, W]``.
+    batch_size: images per compiled call (the last batch is padded).
+    normalize: uint8-scaled float images in [0, 1] -> the classifier's inputs.
+    apply_fn, params: the classifier the saliency metric classifies crops with.
+    num_images: the first ``num_images`` of ``source`` (all if None).
+    progress: show a progress bar.
+
+  Returns:
+    The mean over images of each of ``METRICS``, ``pxap`` over all pixels,
+    and ``count``. Lower is better for LE, OM and SM.
+  """
+  from jaxsal import data, metrics
+  n = len(source) if num_images is None else min(int(num_images), len(source))
+  if n <= 0:
+    raise ValueError(f"num_images must be positive and the source non-empty; got {num_images} "
+                     f"of {len(source)}")
+
+  @jax.jit
+  def batch_sums(x, label, box, gt_mask, valid):
+    maps, correct = maps_fn(x, label)
+    s = metrics.localization_scores(maps, box[:, None], gt_mask, correct, apply_fn=apply_fn,
+                                     params=params, x=x, target=label)
+    counts = jax.vmap(lambda m, g: metrics.pxap_counts(m[None], g[None]))(maps, gt_mask)
+    sums = {k: jnp.sum(s[k] * valid) for k in ("le", "om", "f1", "f1a", "sm", "area")}
+    sums["accuracy"] = jnp.sum(correct * valid)
+    sums["count"] = jnp.sum(valid)
+    sums["pxap"] = jax.tree.map(lambda c: jnp.tensordot(valid, c, 1), counts)
+    return sums
+
+  class _Head:
+    def __len__(self):
+      return n
+
+    def __getitem__(self, i):
+      return source[i]
+
+  totals = None
+  batches = data.make_batches(_Head(), batch_size=batch_size, seed=0, shuffle=False,
+                              num_epochs=1, drop_remainder=False, process_index=0,
+                              process_count=1)
+  bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=0.5)
+  for b in batches:
+    m = b["label"].shape[0]
+    pad = batch_size - m
+    fill = lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a  # noqa: E731
+    x = fill(normalize(b["image"]).astype(np.float32))
+    valid = np.concatenate([np.ones(m, np.float32), np.zeros(pad, np.float32)])
+    # Padding images get a valid full-image box so that the metrics stay finite.
+    box = np.asarray(b["box"], np.int32)
+    if pad:
+      h, w = x.shape[1:3]
+      box = np.concatenate([box, np.tile(np.asarray([[0, 0, h, w]], np.int32), (pad, 1))])
+    sums = batch_sums(x, fill(b["label"]), box, fill(np.asarray(b["mask"], np.float32)), valid)
+    totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
+    bar.update(m)
+  bar.close()
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  out = {k: float(totals[k]) / count for k in METRICS}
+  out["pxap"] = float(metrics.pxap_from_counts(totals["pxap"]))
+  out["count"] = int(count)
+  return out

@@ -1,0 +1,68 @@
+"""The localisation experiment: maskers, the centre box and gradient methods on the same images."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsal import attribution as A
+from jaxsal import configs, data, metrics
+from jaxsal.experiments import _common, localization
+
+
+def test_config_variants_validate():
+  for spec in ("localization_digits", "localization_digits:test"):
+    localization.validate(configs.get_config(spec))
+  c = configs.get_config("localization_digits:test")
+  for override, match in (("methods=('lrp',)", "unknown method 'lrp'"),
+                          ("num_images=0", "num_images must be a positive integer"),
+                          ("maskers=('fixed',)", "unknown variant 'fixed' of masker_digits"),
+                          ("masker_overrides=('masker.layers=(\"l7\",)',)", "unknown tap 'l7'")):
+    with pytest.raises(ValueError, match=match):
+      localization.validate(configs.apply_overrides(c, [override]))
+
+
+def test_every_row_is_scored_on_the_same_images(data_dir, test_classifier_workdir):
+  c = configs.apply_overrides(configs.get_config("localization_digits:test"),
+                              [f"classifier.dataset.data_dir={data_dir}"])
+  res = localization.run(c, test_classifier_workdir, progress=False)
+  assert list(res["rows"]) == ["masker test", "center box", "gradient", "gradcam"]
+  assert all(r["count"] == 32 for r in res["rows"].values())
+  # The masker's row is its own evaluation after training (same 32 images).
+  own = json.load(open(f"{test_classifier_workdir}/maskers/test/eval.json"))["metrics"]
+  for k in ("le", "om", "f1", "pxap", "area", "sm"):
+    np.testing.assert_allclose(res["rows"]["masker test"][k], own[k], rtol=1e-5, err_msg=k)
+
+  test = data.load_source("cluttered_digits", "test", config="small", data_dir=data_dir)
+  train = data.load_source("cluttered_digits", "train", config="small", data_dir=data_dir)
+  gt = np.stack([np.asarray(test[i]["box"]) for i in range(32)])
+  # The centre box: the mean training box size, centred; LE by hand.
+  tb = np.stack([np.asarray(train[i]["box"]) for i in range(64)])
+  bh = int(round((tb[:, 2] - tb[:, 0]).mean()))
+  bw = int(round((tb[:, 3] - tb[:, 1]).mean()))
+  y0, x0 = (32 - bh) // 2, (32 - bw) // 2
+  iy = np.clip(np.minimum(gt[:, 2], y0 + bh) - np.maximum(gt[:, 0], y0), 0, None)
+  ix = np.clip(np.minimum(gt[:, 3], x0 + bw) - np.maximum(gt[:, 1], x0), 0, None)
+  inter = iy * ix
+  union = bh * bw + (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]) - inter
+  np.testing.assert_allclose(res["rows"]["center box"]["le"], np.mean(inter / union <= 0.5))
+  np.testing.assert_allclose(res["rows"]["center box"]["area"], bh * bw / 32 ** 2, rtol=1e-6)
+
+  # The gradient row: |gradient| of the predicted class over its per-image maximum.
+  apply_fn, params, _ = _common.trained_classifier(c.classifier, test_classifier_workdir,
+                                                   progress=False)
+  x = jnp.asarray(_common.normalize(c.classifier,
+                                    np.stack([np.asarray(test[i]["image"]) for i in range(32)])))
+  pred = apply_fn(params, x).argmax(-1)
+  g = jnp.abs(A.gradient(apply_fn, params, x, pred)).sum(-1)
+  g = g / g.max((1, 2), keepdims=True)
+  boxes = jax.vmap(metrics.mask_to_box)(g)
+  le = metrics.localization_error(boxes, jnp.asarray(gt)[:, None])
+  np.testing.assert_allclose(res["rows"]["gradient"]["le"], float(le.mean()), rtol=1e-6)
+  np.testing.assert_allclose(res["rows"]["gradient"]["area"], float(g.mean()), rtol=1e-4)
+  table = localization.format_table(res)
+  assert table.splitlines()[0].split(" | ")[:3] == ["map        ", "LE   ", "OM   "]
+  assert "center box" in table and json.load(open(res["path"]))["num_images"] == 32
+

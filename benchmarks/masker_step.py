@@ -65,6 +65,9 @@ def bench(args) -> list[dict]:
     ctx = optax.sgd(1e-3, momentum=0.9)
     mtx = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(1e-3))
     steps = {}
+    # Every state gets its own copy of the weights: the steps donate their state.
+    fresh = lambda: jax.tree.map(jax.numpy.array, variables)  # noqa: E731
+    variables = fresh()
     cstate = train.TrainState(step=jax.numpy.zeros((), jax.numpy.int32),
                               params=variables["params"],
                               model_state={k: v for k, v in variables.items() if k != "params"},
@@ -72,7 +75,7 @@ def bench(args) -> list[dict]:
     steps["classifier"] = (jax.jit(train.make_train_step(clf, ctx), donate_argnums=0), cstate)
     for label, ca in (("masker FIX", False), ("masker CA", True)):
       tx = ctx if ca else optax.set_to_zero()
-      st = train.create_masker_state(masker, mtx, clf, variables, tx, jax.random.key(1),
+      st = train.create_masker_state(masker, mtx, clf, fresh(), tx, jax.random.key(1),
                                      (1,) + shape)
       fn = jax.jit(train.make_masker_step(clf, masker, mtx, tx, train_classifier=ca),
                    donate_argnums=0)

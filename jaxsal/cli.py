@@ -43,6 +43,11 @@ def _cmd_train_masker(args) -> int:
   t0 = time.perf_counter()
   out = train.train_masker(config, args.workdir, progress=not args.no_progress)
   ev = out["eval"]
+  if not ev.get("count"):
+    print(f"jaxsal: trained a {config.mode.upper()} masker to step {int(out['state'].step)} in "
+          f"{time.perf_counter() - t0:.1f}s; the dataset has no boxes or masks, so it was not "
+          f"evaluated; workdir {out['workdir']}", flush=True)
+    return 0
   print(f"jaxsal: trained a {config.mode.upper()} masker ({config.objective.name}) to step "
         f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; on {ev['count']} test "
         f"images: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} SM {ev['sm']:.3f} "
@@ -123,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
   config_command(
       "train-masker", _cmd_train_masker, default="masker_digits",
       help="train a masking model (FIX or CA) on a classifier's taps",
-      config_help="a masker config (masker_digits[:ca|fix|ca_in|ca_out|ca_fewshot|ca_pool|test]) "
-                  "or a .py path",
+      config_help="a masker config (masker_digits[:ca|fix|ca_in|ca_out|ca_fewshot|fix_fewshot|"
+                  "ca_pool|test], masker_resnet50_imagenet[:ca|fix|cpu]) or a .py path",
       workdir_help="the masker's checkpoints and metrics go here (rerun to resume); the "
                    "classifier is read from classifier_workdir, by default <workdir>/classifier",
       example="classifier_workdir=runs/small_cnn")

@@ -16,7 +16,7 @@ from jaxsal.configs import masker_digits, small_cnn_digits
 
 METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "guided_backprop", "gradcam")
-MASKERS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "ca_pool")
+MASKERS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "fix_fewshot", "ca_pool")
 
 
 def get_config(arg=None):

@@ -11,7 +11,8 @@ Variants (``masker_digits:ARG``):
   ``ca`` (default): classifier alongside, both objectives, lam_out 15.
   ``fix``: fixed classifier, both objectives, lam_out 10.
   ``ca_in`` / ``ca_out``: CA with the mask-in or the mask-out objective only.
-  ``ca_fewshot``: CA trained on 10 training images per class.
+  ``ca_fewshot`` / ``fix_fewshot``: CA or FIX trained on 10 training images
+    per class.
   ``ca_pool``: CA with a pool of 10 past classifiers (our extension).
   ``test``: the ``small_cnn_digits:test`` classifier, a few steps; for tests.
 """
@@ -20,7 +21,7 @@ import ml_collections
 
 from jaxsal.configs import small_cnn_digits
 
-VARIANTS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "ca_pool", "test")
+VARIANTS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "fix_fewshot", "ca_pool", "test")
 
 
 def _optimizer(name, lr, momentum=0.0):
@@ -75,6 +76,10 @@ def get_config(arg=None):
   elif arg == "ca_out":
     c.objective.name = "out"
   elif arg == "ca_fewshot":
+    c.few_shot = 10
+  elif arg == "fix_fewshot":
+    c.mode = "fix"
+    c.objective.lam_out = 10.0
     c.few_shot = 10
   elif arg == "ca_pool":
     c.pool_size = 10

@@ -10,12 +10,33 @@ def test_shipped_configs_load_with_every_variant():
                "resnet50_imagenet", "resnet50_imagenet:cpu"):
     c = configs.get_config(spec)
     train.validate_config(c)  # every name known, every number valid
+  for spec in ("masker_digits", "masker_digits:fix", "masker_digits:ca_in",
+               "masker_digits:ca_out", "masker_digits:ca_fewshot", "masker_digits:fix_fewshot",
+               "masker_digits:ca_pool",
+               "masker_digits:test", "masker_resnet50_imagenet",
+               "masker_resnet50_imagenet:fix", "masker_resnet50_imagenet:cpu"):
+    train.validate_masker_config(configs.get_config(spec))
   for spec in ("grid_pointing_digits", "grid_pointing_digits:test", "sanity_digits",
                "sanity_digits:test"):
     c = configs.get_config(spec)
     train.validate_config(c.classifier)
     if "random_classifier" in c:
       train.validate_config(c.random_classifier)
+
+
+def test_masker_presets_are_the_papers():
+  fix, ca = configs.get_config("masker_resnet50_imagenet:fix"), configs.get_config(
+      "masker_resnet50_imagenet")
+  assert (fix.mode, ca.mode) == ("fix", "ca")
+  for c, lam_out in ((fix, 10.0), (ca, 15.0)):
+    assert (c.objective.lam_in, c.objective.lam_out, c.objective.lam_tv) == (1.0, lam_out, 1e-3)
+    assert c.batch_size == 72 and tuple(c.masker.layers) == ("l3", "l4")
+    assert c.masker_optimizer.name == "adam" and c.masker_optimizer.learning_rate == 1e-3
+    assert c.masker_optimizer.grad_clip_norm == 10.0
+    assert c.classifier_optimizer.name == "sgd" and c.classifier_optimizer.momentum == 0.9
+    # 60 epochs of 20% of ImageNet's training set at batch 72.
+    assert c.num_train_steps == int(60 * 0.2 * 1_281_167) // 72
+  assert ca.historic_prob == 0.5 and ca.objective.tv_counted_twice
 
 
 def test_resnet50_recipe_numbers():

@@ -27,7 +27,7 @@ from jaxsal.train._loop import (_devices, _normalizer, _transforms, prepare_work
                                 train_and_evaluate, validate_config)
 from jaxsal.train._masker_step import (INFILLS, create_masker_state, make_mask_fn,
                                        make_masker_step)
-from jaxsal.train._optim import make_optimizer
+from jaxsal.train._optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from jaxsal.train._wsol_eval import evaluate_localization
 
 MODES = ("fix", "ca")
@@ -69,7 +69,6 @@ def validate_masker_config(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       raise ValueError(f"{key} must be an integer >= 0; got {value!r}")
   for opt in ("masker_optimizer", "classifier_optimizer"):
-    from jaxsal.train._optim import OPTIMIZERS, SCHEDULES
     check_choice(config[opt].name, f"{opt}.name", OPTIMIZERS)
     check_choice(config[opt].schedule, f"{opt}.schedule", SCHEDULES)
   model = _classifier_model(config)

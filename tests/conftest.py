@@ -10,13 +10,6 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 # Compile time dominates the tiny models used in tests.
 jax.config.update("jax_disable_most_optimizations", True)
-# Programs compiled again (each training run builds its step anew) come from
-# an on-disk cache instead of the compiler.
-import tempfile  # noqa: E402
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("JAXSAL_TEST_CACHE", os.path.join(tempfile.gettempdir(),
-                                                                   "jaxsal_test_xla_cache")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import pytest  # noqa: E402
 

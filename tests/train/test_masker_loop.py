@@ -56,7 +56,7 @@ def test_crash_then_rerun_resumes_to_the_same_parameters(data_dir, test_classifi
 
 def test_fix_run_keeps_the_classifier_and_writes_its_metrics(data_dir, test_classifier_workdir,
                                                              tmp_path):
-  c = _config(data_dir, test_classifier_workdir, "mode=fix", "num_train_steps=2")
+  c = _config(data_dir, test_classifier_workdir, "mode=fix", "num_train_steps=1")
   out = train.train_masker(c, str(tmp_path / "fix"), progress=False)
   clf = train.train_and_evaluate(c.classifier, test_classifier_workdir, progress=False)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(out["state"].classifier_params),

@@ -5,6 +5,8 @@
     jaxsal grid-pointing --config grid_pointing_digits --workdir runs/small_cnn
     jaxsal sanity --config sanity_digits --workdir runs/small_cnn
     jaxsal localization --config localization_digits --workdir runs/small_cnn
+    jaxsal train-generator --config generator_digits --workdir runs/small_cnn/generator
+    jaxsal reconstruction --config reconstruction_digits --workdir runs/small_cnn
     jaxsal prepare-data --dataset cluttered_digits --config default
     jaxsal configs
 
@@ -94,6 +96,32 @@ def _cmd_localization(args) -> int:
   return 0
 
 
+def _cmd_train_generator(args) -> int:
+  from jaxsal import train
+  config = _config(args)
+  t0 = time.perf_counter()
+  out = train.train_generator(config, args.workdir, progress=not args.no_progress)
+  ev = out["eval"]
+  print(f"jaxsal: trained the inpainting VAE to step {int(out['state'].step)} in "
+        f"{time.perf_counter() - t0:.1f}s; on {ev['count']} test images with random masks: "
+        f"-ELBO {ev['loss']:.1f} nats/image (NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}); "
+        f"workdir {out['workdir']}", flush=True)
+  return 0
+
+
+def _cmd_reconstruction(args) -> int:
+  from jaxsal.experiments import reconstruction
+  config = _config(args)
+  t0 = time.perf_counter()
+  res = reconstruction.run(config, args.workdir, progress=not args.no_progress)
+  print(reconstruction.format_table(res))
+  print(f"jaxsal: reconstructions of {res['num_images']} test images ({res['num_samples']} "
+        f"samples each, {len(res['seeds'])} seeds; the classifier's decision kept, mean ± std "
+        f"over seeds, %) in {time.perf_counter() - t0:.1f}s; results in {res['path']}",
+        flush=True)
+  return 0
+
+
 def _cmd_prepare_data(args) -> int:
   from jaxsal import data
   t0 = time.perf_counter()
@@ -157,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
       config_help="an experiment config (localization_digits[:test]) or a .py path",
       workdir_help=experiment_workdir + "; maskers are trained (or reused) in <workdir>/maskers",
       example="num_images=500")
+
+  config_command(
+      "train-generator", _cmd_train_generator, default="generator_digits",
+      help="train the inpainting VAE that reconstructions of salient inputs sample from",
+      config_help="a generator config (generator_digits[:test]) or a .py path",
+      workdir_help="checkpoints, metrics.jsonl and generator.json go here; rerun to resume "
+                   "(the reconstruction experiment reads <classifier workdir>/generator)",
+      example="num_train_steps=500")
+  config_command(
+      "reconstruction", _cmd_reconstruction, default="reconstruction_digits",
+      help="keep each explanation's top pixels, sample the rest, count kept decisions "
+           "(our reading of Thakur & Fischmeister 2020)",
+      config_help="an experiment config (reconstruction_digits[:test]) or a .py path",
+      workdir_help=experiment_workdir + "; the generator is read from <workdir>/generator "
+                   "(train it first with jaxsal train-generator), the masker from "
+                   "<workdir>/maskers/<variant>",
+      example="num_images=100")
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

@@ -5,7 +5,9 @@ integration rules, chunked steps, completeness delta), ``guided_backprop`` and
 ``deconvnet`` (ReLUs rewritten in the traced program of any ``apply_fn``),
 ``smoothgrad`` (SmoothGrad, SmoothGrad squared, VarGrad over any method).
 CAM: ``gradcam`` and ``guided_gradcam`` on a named tap. Perturbation:
-``occlusion``, ``rise``, ``meaningful_perturbation``. ``all_classes`` and
+``occlusion``, ``rise``, ``meaningful_perturbation``, ``optimized_mask``
+(a random-start preservation mask per input) and ``reconstruct`` (the
+salient pixels kept, the rest sampled from a generative model). ``all_classes`` and
 ``for_classes`` give every class's map in one compiled call. Class-relevant
 maps over any method: ``competition`` (competition for pixels; ``cgi`` over
 gradient x input) and ``var`` (VAR). Channel reductions and normalisations
@@ -21,6 +23,8 @@ from jaxsal.attribution._guided import deconvnet, guided_backprop
 from jaxsal.attribution._meaningful_perturbation import meaningful_perturbation, total_variation
 from jaxsal.attribution._rise import rise, rise_masks
 from jaxsal.attribution._occlusion import occlusion
+from jaxsal.attribution._optimized_mask import optimized_mask
+from jaxsal.attribution._reconstruct import reconstruct
 from jaxsal.attribution._smoothgrad import smoothgrad
 from jaxsal.attribution._var import contrastive_classes, var, var_from_maps
 from jaxsal.attribution._integrated_gradients import (
@@ -30,6 +34,7 @@ from jaxsal.attribution._integrated_gradients import (
     make_baseline,
 )
 from jaxsal.attribution._postprocess import (
+    keep_top,
     normalize_abs,
     normalize_diverging,
     normalize_percentile,
@@ -53,6 +58,7 @@ __all__ = [
     "guided_gradcam",
     "integrated_gradients",
     "integration_points",
+    "keep_top",
     "make_baseline",
     "meaningful_perturbation",
     "normalize_abs",
@@ -60,6 +66,8 @@ __all__ = [
     "normalize_percentile",
     "num_classes",
     "occlusion",
+    "optimized_mask",
+    "reconstruct",
     "reduce_channels",
     "rise",
     "rise_masks",

@@ -58,3 +58,25 @@ def normalize_diverging(maps: jax.Array, q: float = 99.0) -> jax.Array:
   a = maps.sum(-1)
   s = _per_image_percentile(jnp.abs(a), q)
   return jnp.clip(a / jnp.where(s > 0, s, 1.0), -1.0, 1.0)
+
+
+def keep_top(scores: jax.Array, fraction: jax.Array) -> jax.Array:
+  """1 at each map's ``round(fraction * H * W)`` highest scores, 0 elsewhere: ``[B, H, W]``.
+
+  How explanations are compared at the same area: every method keeps the
+  same number of pixels. Ties are broken by position (the first pixel in
+  row-major order wins), so exactly that many pixels are kept.
+
+  Args:
+    scores: ``[B, H, W]`` maps (reduce channels first).
+    fraction: the kept share of pixels, a number or ``[B]``, in ``[0, 1]``.
+  """
+  b, h, w = scores.shape
+  flat = scores.reshape(b, h * w)
+  k = jnp.round(jnp.broadcast_to(jnp.asarray(fraction, jnp.float32), (b,)) * h * w)
+  order = jnp.argsort(-flat, axis=1, stable=True)
+  # The rank of each pixel: the inverse of the sorting permutation (a scatter,
+  # not a second sort).
+  rank = jnp.zeros_like(order).at[jnp.arange(b)[:, None], order].set(
+      jnp.broadcast_to(jnp.arange(h * w), (b, h * w)))
+  return (rank < k[:, None]).astype(scores.dtype).reshape(b, h, w)

@@ -1,6 +1,13 @@
 """Training: the train state, pure steps, the sharded loop and orbax checkpoints."""
 
 from jaxsal.train._checkpoint import CheckpointError, Checkpoints, CorruptCheckpointError
+from jaxsal.train._generator_loop import (
+    GeneratorState,
+    load_generator,
+    make_generator_step,
+    train_generator,
+    validate_generator_config,
+)
 from jaxsal.train._labels import RandomLabelSource
 from jaxsal.train._logging import MetricWriter
 from jaxsal.train._masker_loop import (
@@ -30,6 +37,7 @@ __all__ = [
     "CheckpointError",
     "Checkpoints",
     "CorruptCheckpointError",
+    "GeneratorState",
     "MaskerTrainState",
     "MetricWriter",
     "RandomLabelSource",
@@ -40,7 +48,9 @@ __all__ = [
     "cross_entropy",
     "evaluate",
     "evaluate_localization",
+    "load_generator",
     "make_eval_step",
+    "make_generator_step",
     "make_mask_fn",
     "make_masker",
     "make_masker_step",
@@ -49,7 +59,9 @@ __all__ = [
     "make_train_step",
     "prepare_workdir",
     "train_and_evaluate",
+    "train_generator",
     "train_masker",
     "validate_config",
+    "validate_generator_config",
     "validate_masker_config",
 ]

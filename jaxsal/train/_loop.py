@@ -9,20 +9,18 @@ same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxsal import parallel
 from jaxsal._checks import check_choice, check_positive_int
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._labels import MODES as LABEL_MODES, RandomLabelSource
 from jaxsal.train._logging import MetricWriter
+from jaxsal.train._runner import restore, run_steps, write_config
 from jaxsal.train._optim import make_optimizer
 from jaxsal.train._state import TrainState, create_train_state, make_eval_step, make_train_step
 
@@ -202,19 +200,9 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
                      keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
   meta = {"model": config.model.name, "num_classes": int(info["num_classes"]),
           "image_shape": list(image_shape), "dataset": config.dataset.name}
-  restore_step = int(config.checkpoint.restore_step)
-  restored = ckpt.restore(state, None if restore_step < 0 else restore_step,
-                          expect_meta={"model": meta["model"], "num_classes": meta["num_classes"]})
-  restored_step = None
-  if restored is not None:
-    state = restored[0]
-    restored_step = int(jax.device_get(state.step))
-    writer.truncate_after(restored_step)
-    if is_main:
-      print(f"jaxsal: restored checkpoint at step {restored_step} from {ckpt.directory}", flush=True)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+  state, restored_step = restore(ckpt, state, config, meta=meta,
+                                 expect=("model", "num_classes"), writer=writer, what="")
+  write_config(workdir, config)
 
   train_step = jax.jit(make_train_step(model, tx), in_shardings=(repl, batch_sh),
                        out_shardings=(repl, repl), donate_argnums=(0,))
@@ -222,44 +210,21 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
 
   start = int(jax.device_get(state.step))
   total = int(config.num_train_steps)
-  history, last_eval = [], None
   batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
                               shuffle=True, num_epochs=None, drop_remainder=True, start_step=start,
                               preprocess=train_pre)
-  bar = tqdm(total=total, initial=start, desc="train", disable=not (progress and is_main),
-             dynamic_ncols=True, mininterval=0.5)
-  acc: dict[str, list] = {}
-  t0, steps_done = time.perf_counter(), 0
-  try:
-    for step in range(start, total):
-      batch = parallel.shard_batch(normalize(next(batches)), mesh)
-      state, metrics = train_step(state, batch)
-      for k, v in metrics.items():
-        acc.setdefault(k, []).append(v)
-      steps_done += 1
-      done = step + 1
-      if done % config.log_every == 0 or done == total:
-        means = {f"train_{k}": float(np.mean(jax.device_get(v))) for k, v in acc.items()}
-        elapsed = time.perf_counter() - t0
-        means["steps_per_sec"] = steps_done / max(elapsed, 1e-9)
-        history.append(writer.write(done, "train", means))
-        bar.set_postfix(loss=f"{means['train_loss']:.4f}", acc=f"{means['train_accuracy']:.3f}")
-        acc, t0, steps_done = {}, time.perf_counter(), 0
-      if done % config.eval_every == 0 or done == total:
-        ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
-                      normalize=normalize, mesh=mesh, preprocess=eval_pre)
-        last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
-        if is_main and progress:
-          bar.write(f"step {done}: eval loss {ev['loss']:.4f} accuracy {ev['accuracy']:.4f} "
-                    f"({ev['count']} images)")
-      ckpt.save(done, state, meta=meta, force=(done == total))
-      bar.update(1)
-  finally:
-    bar.close()
-    ckpt.close()
+  run_eval = lambda st: evaluate(eval_step, st, eval_source, batch_size=config.eval_batch_size,  # noqa: E731
+                                 normalize=normalize, mesh=mesh, preprocess=eval_pre)
+  state, history, last_eval = run_steps(
+      state=state, step_fn=train_step, batches=batches,
+      prepare=lambda b: parallel.shard_batch(normalize(b), mesh), start=start, total=total,
+      log_every=int(config.log_every), eval_every=int(config.eval_every), writer=writer,
+      ckpt=ckpt, meta=meta, evaluate=run_eval, desc="train", progress=progress,
+      postfix=lambda m: {"loss": f"{m['train_loss']:.4f}", "acc": f"{m['train_accuracy']:.3f}"},
+      eval_line=lambda done, ev: (f"step {done}: eval loss {ev['loss']:.4f} accuracy "
+                                  f"{ev['accuracy']:.4f} ({ev['count']} images)"))
   if last_eval is None:  # nothing left to train: evaluate the restored state
-    ev = evaluate(eval_step, state, eval_source, batch_size=config.eval_batch_size,
-                  normalize=normalize, mesh=mesh, preprocess=eval_pre)
+    ev = run_eval(state)
     last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
   return {"state": state, "history": history, "eval": last_eval,
           "restored_step": restored_step, "mesh": mesh, "workdir": workdir}

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import jax
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from jaxsal import parallel
 from jaxsal._checks import check_choice, check_positive_int
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
+from jaxsal.train._runner import restore, run_steps, write_config
 from jaxsal.train._loop import (_devices, _normalizer, _transforms, prepare_workdir,
                                 train_and_evaluate, validate_config)
 from jaxsal.train._masker_step import (INFILLS, create_masker_state, make_mask_fn,
@@ -191,20 +190,10 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
                      keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
   meta = {"kind": "masker", "model": cc.model.name, "mode": config.mode,
           "layers": list(config.masker.layers), "image_shape": list(image_shape)}
-  restore_step = int(config.checkpoint.restore_step)
-  restored = ckpt.restore(state, None if restore_step < 0 else restore_step,
-                          expect_meta={k: meta[k] for k in ("kind", "model", "mode", "layers")})
-  restored_step = None
-  if restored is not None:
-    state = restored[0]
-    restored_step = int(jax.device_get(state.step))
-    writer.truncate_after(restored_step)
-    if is_main:
-      print(f"jaxsal: restored masker checkpoint at step {restored_step} from {ckpt.directory}",
-            flush=True)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+  state, restored_step = restore(ckpt, state, config, meta=meta,
+                                 expect=("kind", "model", "mode", "layers"), writer=writer,
+                                 what="masker")
+  write_config(workdir, config)
 
   o = config.objective
   step_fn = make_masker_step(
@@ -218,56 +207,39 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
                        donate_argnums=(0,))
   mask_fn = make_mask_fn(classifier, masker)
 
+  def eval_maps(x, label, st):
+    mask, logits = mask_fn(st, x)
+    return mask, (logits.argmax(-1) == label).astype(np.float32)
+
   def run_eval(st):
     if not has_truth:
       return {"count": 0}
-
-    def maps_fn(x, label):
-      mask, logits = mask_fn(st, x)
-      return mask, (logits.argmax(-1) == label).astype(np.float32)
-    return evaluate_localization(maps_fn, eval_source, batch_size=int(config.eval_batch_size),
+    return evaluate_localization(eval_maps, eval_source, maps_args=(st,),
+                                 batch_size=int(config.eval_batch_size),
                                  normalize=normalize_images, apply_fn=original_apply,
                                  params=original_params, num_images=int(config.eval_num_images),
                                  progress=False)
 
+  def eval_line(done, ev):
+    if not ev["count"]:
+      return None
+    return (f"step {done}: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} "
+            f"PxAP {ev['pxap']:.3f} area {ev['area']:.3f} "
+            f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)")
+
   start = int(jax.device_get(state.step))
-  history, last_eval = [], None
   batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
                               shuffle=True, num_epochs=None, drop_remainder=True,
                               start_step=start, preprocess=train_pre)
-  bar = tqdm(total=total, initial=start, desc=f"masker {config.mode}",
-             disable=not (progress and is_main), dynamic_ncols=True, mininterval=0.5)
-  acc: dict[str, list] = {}
-  t0, steps_done = time.perf_counter(), 0
-  try:
-    for step in range(start, total):
-      raw = next(batches)
-      batch = parallel.shard_batch(normalize({"image": raw["image"], "label": raw["label"]}),
-                                   mesh)
-      state, metrics = train_step(state, batch)
-      for k, v in metrics.items():
-        acc.setdefault(k, []).append(v)
-      steps_done += 1
-      done = step + 1
-      if done % config.log_every == 0 or done == total:
-        means = {f"train_{k}": float(np.mean(jax.device_get(v))) for k, v in acc.items()}
-        means["steps_per_sec"] = steps_done / max(time.perf_counter() - t0, 1e-9)
-        history.append(writer.write(done, "train", means))
-        bar.set_postfix(loss=f"{means['train_masker_loss']:.3f}",
-                        area=f"{means['train_mask_area']:.3f}")
-        acc, t0, steps_done = {}, time.perf_counter(), 0
-      if done % config.eval_every == 0 or done == total:
-        ev = run_eval(state)
-        last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
-        if is_main and progress and ev["count"]:
-          bar.write(f"step {done}: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} "
-                    f"PxAP {ev['pxap']:.3f} area {ev['area']:.3f} "
-                    f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)")
-      ckpt.save(done, state, meta=meta, force=(done == total))
-      bar.update(1)
-  finally:
-    bar.close()
-    ckpt.close()
+  prepare = lambda raw: parallel.shard_batch(  # noqa: E731
+      normalize({"image": raw["image"], "label": raw["label"]}), mesh)
+  state, history, last_eval = run_steps(
+      state=state, step_fn=train_step, batches=batches, prepare=prepare, start=start,
+      total=total, log_every=int(config.log_every), eval_every=int(config.eval_every),
+      writer=writer, ckpt=ckpt, meta=meta, evaluate=run_eval, desc=f"masker {config.mode}",
+      progress=progress, postfix=lambda m: {"loss": f"{m['train_masker_loss']:.3f}",
+                                            "area": f"{m['train_mask_area']:.3f}"},
+      eval_line=eval_line)
   if last_eval is None:
     ev = run_eval(state)
     last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
@@ -279,4 +251,4 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
   return {"state": state, "history": history, "eval": result,
           "classifier_eval": trained["eval"], "restored_step": restored_step, "mesh": mesh,
           "workdir": workdir, "masker": masker, "classifier": classifier,
-          "original": (original_apply, original_params), "normalize": normalize_images}
+          "original": (original_apply, original_params)}

@@ -6,6 +6,7 @@ baselines it is compared with (the centre box, attribution methods).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -16,16 +17,33 @@ from tqdm.auto import tqdm
 METRICS = ("le", "om", "f1", "f1a", "sm", "area", "accuracy")
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _batch_sums(maps_fn, apply_fn, params, maps_args, x, label, box, gt_mask, valid):
+  from jaxsal import metrics
+  maps, correct = maps_fn(x, label, *maps_args)
+  s = metrics.localization_scores(maps, box[:, None], gt_mask, correct, apply_fn=apply_fn,
+                                   params=params, x=x, target=label)
+  counts = jax.vmap(lambda m, g: metrics.pxap_counts(m[None], g[None]))(maps, gt_mask)
+  sums = {k: jnp.sum(s[k] * valid) for k in ("le", "om", "f1", "f1a", "sm", "area")}
+  sums["accuracy"] = jnp.sum(correct * valid)
+  sums["count"] = jnp.sum(valid)
+  sums["pxap"] = jax.tree.map(lambda c: jnp.tensordot(valid, c, 1), counts)
+  return sums
+
+
 def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
                           normalize: Callable[[np.ndarray], np.ndarray], apply_fn: Callable,
                           params: Any, num_images: int | None = None, progress: bool = False,
-                          desc: str = "localisation") -> dict[str, float]:
+                          desc: str = "localisation", maps_args: tuple = ()) -> dict[str, float]:
   """LE, OM, F1, F1a, SM, PxAP, mean area and accuracy of ``maps_fn``'s maps over ``source``.
 
   Args:
-    maps_fn: ``maps_fn(x, label) -> (maps [B, H, W] in [0, 1], correct [B])``,
-      pure (it is jitted here together with the metrics); ``correct`` is 1
-      where the explained classifier's top-1 is right.
+    maps_fn: ``maps_fn(x, label, *maps_args) -> (maps [B, H, W] in [0, 1],
+      correct [B])``, pure (it is jitted here together with the metrics);
+      ``correct`` is 1 where the explained classifier's top-1 is right. The
+      compiled program is cached on ``maps_fn`` and ``apply_fn``: pass what
+      changes between calls (a train state) in ``maps_args``, not in a new
+      closure, and a second evaluation compiles nothing.
     source: a random-access source of dicts with ``image`` (uint8),
       ``label``, ``box`` ``[4]`` and ``mask`` ``[H, W]``.
     batch_size: images per compiled call (the last batch is padded).
@@ -33,6 +51,7 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
     apply_fn, params: the classifier the saliency metric classifies crops with.
     num_images: the first ``num_images`` of ``source`` (all if None).
     progress: show a progress bar.
+    maps_args: arrays (pytrees) passed on to ``maps_fn``.
 
   Returns:
     The mean over images of each of ``METRICS``, ``pxap`` over all pixels,
@@ -43,18 +62,6 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
   if n <= 0:
     raise ValueError(f"num_images must be positive and the source non-empty; got {num_images} "
                      f"of {len(source)}")
-
-  @jax.jit
-  def batch_sums(x, label, box, gt_mask, valid):
-    maps, correct = maps_fn(x, label)
-    s = metrics.localization_scores(maps, box[:, None], gt_mask, correct, apply_fn=apply_fn,
-                                     params=params, x=x, target=label)
-    counts = jax.vmap(lambda m, g: metrics.pxap_counts(m[None], g[None]))(maps, gt_mask)
-    sums = {k: jnp.sum(s[k] * valid) for k in ("le", "om", "f1", "f1a", "sm", "area")}
-    sums["accuracy"] = jnp.sum(correct * valid)
-    sums["count"] = jnp.sum(valid)
-    sums["pxap"] = jax.tree.map(lambda c: jnp.tensordot(valid, c, 1), counts)
-    return sums
 
   class _Head:
     def __len__(self):
@@ -79,7 +86,7 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
     if pad:
       h, w = x.shape[1:3]
       box = np.concatenate([box, np.tile(np.asarray([[0, 0, h, w]], np.int32), (pad, 1))])
-    sums = batch_sums(x, fill(b["label"]), box, fill(np.asarray(b["mask"], np.float32)), valid)
+    sums = _batch_sums(maps_fn, apply_fn, params, tuple(maps_args), x, fill(b["label"]), box, fill(np.asarray(b["mask"], np.float32)), valid)
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
     bar.update(m)
   bar.close()

@@ -18,6 +18,7 @@ def test_optimized_mask_benchmark_runs_and_both_ways_give_the_same_masks(tmp_pat
   out = tmp_path / "om.json"
   r = _load("optimized_mask").main(["--batch", "3", "--steps", "2", "--repeats", "1",
                                     "--json", str(out)])
-  assert r["max_abs_mask_difference"] < 1e-5
+  # Two steps: too few for Adam to amplify the rounding differences.
+  assert r["max_abs_mask_difference"] < 1e-5 and r["max_rel_loss_difference"] < 1e-5
   assert json.load(open(out))["batch"] == 3
   assert "one compiled call (batch)" in capsys.readouterr().out

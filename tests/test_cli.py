@@ -18,11 +18,18 @@ def test_configs_lists_shipped_configs(capsys):
     (["grid-pointing", "--workdir", "W", "--set", "tau=1.5"], "tau must be a number in [0, 1)"),
     (["grid-pointing", "--workdir", "W", "--set", "methods=('lrp',)"], "unknown method 'lrp'"),
     (["sanity", "--workdir", "W", "--set", "modes=('cascade',)"], "unknown mode 'cascade'"),
+    (["reconstruction", "--workdir", "W"],
+     "no generative model in '{tmp}/W/generator' (no generator.json and checkpoints there); "
+     "train one first: jaxsal train-generator --config generator_digits --workdir W/generator"),
+    (["reconstruction", "--workdir", "W", "--set", "optimized_mask.steps=0"],
+     "optimized_mask.steps must be a positive integer"),
+    (["train-generator", "--workdir", "W", "--set", "max_area=1.5"],
+     "max_area must be in (0, 1]; got 1.5"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert cli.main(argv) == 2
   err = capsys.readouterr().err
   assert err.startswith("jaxsal: error:")
-  assert match in err
+  assert match.format(tmp=tmp_path) in err
   assert not (tmp_path / "W").exists()

@@ -105,9 +105,8 @@ def make_generator_step(module, tx: optax.GradientTransformation, *, seed: int, 
   return step
 
 
-def _evaluate(module, params, source, *, num_images: int, batch_size: int, seed: int,
-              max_area: float) -> dict[str, float]:
-  """The negative ELBO (and its parts) on the first ``num_images`` of ``source``, fixed masks."""
+def _eval_sums(module, *, seed: int, max_area: float):
+  """The jitted per-batch sums of the negative ELBO's parts, with fixed masks (compiled once)."""
   from jaxsal.models.vae import random_masks, vae_loss
 
   @jax.jit
@@ -119,6 +118,11 @@ def _evaluate(module, params, source, *, num_images: int, batch_size: int, seed:
         logits, mu, logvar, x)
     return {k: jnp.sum(v * valid) for k, v in per.items()}
 
+  return sums
+
+
+def _evaluate(sums, params, source, *, num_images: int, batch_size: int) -> dict[str, float]:
+  """The negative ELBO (and its parts) on the first ``num_images`` of ``source``, fixed masks."""
   n = min(num_images, len(source))
   totals = {"nll": 0.0, "kl": 0.0}
   for i, lo in enumerate(range(0, n, batch_size)):
@@ -206,9 +210,10 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
                                         free_bits=float(config.free_bits)),
                     in_shardings=(repl, parallel.batch_sharding(mesh)),
                     out_shardings=(repl, repl), donate_argnums=(0,))
+  sums = _eval_sums(module, seed=int(config.seed), max_area=max_area)
   run_eval = lambda st: _evaluate(  # noqa: E731
-      module, st.params, eval_source, num_images=int(config.eval_num_images),
-      batch_size=int(config.eval_batch_size), seed=int(config.seed), max_area=max_area)
+      sums, st.params, eval_source, num_images=int(config.eval_num_images),
+      batch_size=int(config.eval_batch_size))
   start = int(jax.device_get(state.step))
   batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
                               shuffle=True, num_epochs=None, drop_remainder=True,

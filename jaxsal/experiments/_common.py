@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -58,6 +59,13 @@ def method_kwargs(name: str, config) -> dict[str, Any]:
   if name in ("gradcam", "guided_gradcam"):
     return {"layer": config.gradcam_layer}
   return {}
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+  """``result`` as JSON at ``path``, on the first host only."""
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2)
 
 
 def text_table(head: list[str], rows: list[list[str]]) -> list[str]:

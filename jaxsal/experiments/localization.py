@@ -144,9 +144,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   result = {"rows": rows, "seconds": seconds, "classifier_accuracy": info["accuracy"],
             "num_images": min(int(config.num_images), len(test)), "path": path,
             "config": json.loads(config.to_json_best_effort())}
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2)
+  _common.write_result(path, result)
   return result
 
 

@@ -258,9 +258,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
             "num_samples": num_samples, "seeds": seeds, "areas": areas,
             "seconds": seconds, "total_seconds": time.perf_counter() - t_start, "path": path,
             "config": json.loads(config.to_json_best_effort())}
-  if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump(result, f, indent=2)
+  _common.write_result(path, result)
   return result
 
 

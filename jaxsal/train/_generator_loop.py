@@ -27,7 +27,7 @@ from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
 from jaxsal.train._loop import _devices, prepare_workdir
 from jaxsal.train._optim import make_optimizer
-from jaxsal.train._runner import restore, run_steps, write_config
+from jaxsal.train._runner import restore, run_steps, write_config, write_eval
 
 
 @flax.struct.dataclass
@@ -227,13 +227,7 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
       postfix=lambda m: {"nll": f"{m['train_nll']:.1f}", "kl": f"{m['train_kl']:.1f}"},
       eval_line=lambda done, ev: (f"step {done}: test -ELBO {ev['loss']:.1f} nats/image "
                                   f"(NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}; {ev['count']} images)"))
-  if last_eval is None:
-    ev = run_eval(state)
-    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
-  result = {k[len("eval_"):]: v for k, v in last_eval.items() if k.startswith("eval_")}
-  if is_main:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump({"step": last_eval["step"], "metrics": result}, f, indent=2)
+  result = write_eval(workdir, last_eval)
   return {"generator": Generator(module, jax.device_get(state.params)), "state": state,
           "history": history, "eval": result, "restored_step": restored_step, "mesh": mesh,
           "workdir": workdir}

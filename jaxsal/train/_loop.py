@@ -223,8 +223,5 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
       postfix=lambda m: {"loss": f"{m['train_loss']:.4f}", "acc": f"{m['train_accuracy']:.3f}"},
       eval_line=lambda done, ev: (f"step {done}: eval loss {ev['loss']:.4f} accuracy "
                                   f"{ev['accuracy']:.4f} ({ev['count']} images)"))
-  if last_eval is None:  # nothing left to train: evaluate the restored state
-    ev = run_eval(state)
-    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
   return {"state": state, "history": history, "eval": last_eval,
           "restored_step": restored_step, "mesh": mesh, "workdir": workdir}

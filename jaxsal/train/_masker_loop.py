@@ -9,7 +9,6 @@ with the same parameters as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -21,7 +20,7 @@ from jaxsal import parallel
 from jaxsal._checks import check_choice, check_positive_int
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
-from jaxsal.train._runner import restore, run_steps, write_config
+from jaxsal.train._runner import restore, run_steps, write_config, write_eval
 from jaxsal.train._loop import (_devices, _normalizer, _transforms, prepare_workdir,
                                 train_and_evaluate, validate_config)
 from jaxsal.train._masker_step import (INFILLS, create_masker_state, make_mask_fn,
@@ -240,14 +239,8 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
       progress=progress, postfix=lambda m: {"loss": f"{m['train_masker_loss']:.3f}",
                                             "area": f"{m['train_mask_area']:.3f}"},
       eval_line=eval_line)
-  if last_eval is None:
-    ev = run_eval(state)
-    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
-  result = {k[len("eval_"):]: v for k, v in last_eval.items() if k.startswith("eval_")}
-  if is_main:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump({"step": last_eval["step"], "metrics": result,
-                 "classifier_accuracy": float(trained["eval"]["eval_accuracy"])}, f, indent=2)
+  result = write_eval(workdir, last_eval,
+                      classifier_accuracy=float(trained["eval"]["eval_accuracy"]))
   return {"state": state, "history": history, "eval": result,
           "classifier_eval": trained["eval"], "restored_step": restored_step, "mesh": mesh,
           "workdir": workdir, "masker": masker, "classifier": classifier,

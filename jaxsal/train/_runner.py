@@ -55,7 +55,7 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
               start: int, total: int, log_every: int, eval_every: int, writer: MetricWriter,
               ckpt: Checkpoints, meta: dict, evaluate: Callable[[Any], dict],
               desc: str, progress: bool, postfix: Callable[[dict], dict],
-              eval_line: Callable[[int, dict], str | None]) -> tuple[Any, list, dict | None]:
+              eval_line: Callable[[int, dict], str | None]) -> tuple[Any, list, dict]:
   """Runs steps ``start + 1 .. total``; returns ``(state, train records, last eval record)``.
 
   Args:
@@ -66,8 +66,8 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
     postfix: the window's means -> the progress bar's postfix.
     eval_line: ``(step, metrics) -> a line to print, or None``.
 
-  The last eval record is None when no step ran (the caller evaluates the
-  restored state itself if it needs to).
+  When no step is left to run, the restored state is evaluated (and not
+  logged again), so the last eval record is always there.
   """
   is_main = jax.process_index() == 0
   bar = tqdm(total=total, initial=start, desc=desc, disable=not (progress and is_main),
@@ -100,4 +100,16 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
   finally:
     bar.close()
     ckpt.close()
+  if last_eval is None:
+    ev = evaluate(state)
+    last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
   return state, history, last_eval
+
+
+def write_eval(workdir: str, last_eval: dict, **extra) -> dict:
+  """The metrics of an eval record, without their ``eval_`` prefix; also ``eval.json`` on the first host."""
+  metrics = {k[len("eval_"):]: v for k, v in last_eval.items() if k.startswith("eval_")}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump({"step": last_eval["step"], "metrics": metrics, **extra}, f, indent=2)
+  return metrics

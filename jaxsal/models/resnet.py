@@ -49,6 +49,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxsal.models._conv import conv_general_dilated
+from jaxsal.models._pool import max_pool
 from jaxsal.models._taps import tap
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
@@ -61,7 +63,8 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def _conv(features: int, k: int, stride: int, name: str, dtype: Any) -> nn.Conv:
   return nn.Conv(features, (k, k), strides=(stride, stride), padding=_pad(k), use_bias=False,
-                 kernel_init=_conv_init, dtype=dtype, name=name)
+                 kernel_init=_conv_init, dtype=dtype, name=name,
+                 conv_general_dilated=conv_general_dilated)
 
 
 def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
@@ -173,7 +176,7 @@ class ResNet(nn.Module):
     x = jnp.asarray(x, self.dtype)
     x = _conv(64, 7, 2, "conv1", self.dtype)(x)
     x = jax.nn.relu(_bn(train, "bn1", self.dtype)(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+    x = max_pool(x, (3, 3), (2, 2), _pad(3))
     x = tap(self, "l0", x)
     for s, n_blocks in enumerate(self.stage_sizes):
       features = 64 * 2**s

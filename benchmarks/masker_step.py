@@ -45,7 +45,8 @@ from jaxsal import models, train  # noqa: E402
 def setups(args):
   out = []
   if "small_cnn" in args.models:
-    out.append(("small_cnn", models.SmallCNN(num_classes=10), (64, 64, 1), 64,
+    s = args.small_size
+    out.append(("small_cnn", models.SmallCNN(num_classes=10), (s, s, 1), args.small_batch,
                 ("l1", "l2", "l3", "l4")))
   if "resnet50" in args.models:
     s = args.resnet_size
@@ -106,6 +107,8 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--models", nargs="+", default=["small_cnn", "resnet50"],
                  choices=["small_cnn", "resnet50"])
+  p.add_argument("--small-size", type=int, default=64)
+  p.add_argument("--small-batch", type=int, default=64)
   p.add_argument("--resnet-size", type=int, default=64)
   p.add_argument("--resnet-batch", type=int, default=16)
   p.add_argument("--repeats", type=int, default=5)

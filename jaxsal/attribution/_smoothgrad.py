@@ -81,22 +81,29 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
       raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{x.shape[0]}]; "
                        f"got shape {tuple(jnp.shape(key))}")
     scale = noise_scale(x, sigma)
-    n_chunks = -(-samples // chunk)
-    idx = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
+    # Full chunks in a scan, then the remainder (if any) in one more vmapped
+    # pass: padding the last chunk would compute up to chunk - 1 wasted samples.
+    n_full, rest = divmod(samples, chunk)
 
     def one(i):
       m = method(apply_fn, params, x + sample_noise(key, x, i, scale), target, **kwargs)
-      valid = (i < samples).astype(m.dtype)
-      return valid * m, valid * m * m
+      return m, m * m
+
+    def chunk_sums(ids):
+      m, m2 = jax.vmap(one)(ids)
+      return m.sum(0), m2.sum(0)
 
     def body(carry, ids):
-      s, s2 = carry
-      m, m2 = jax.vmap(one)(ids)
-      return (s + m.sum(0), s2 + m2.sum(0)), None
+      m, m2 = chunk_sums(ids)
+      return (carry[0] + m, carry[1] + m2), None
 
     zeros = jnp.zeros_like(x)
     with nested_calls():
-      (s, s2), _ = jax.lax.scan(body, (zeros, zeros), idx)
+      (s, s2), _ = jax.lax.scan(body, (zeros, zeros),
+                                jnp.arange(n_full * chunk).reshape(n_full, chunk))
+      if rest:
+        m, m2 = chunk_sums(jnp.arange(n_full * chunk, samples))
+        s, s2 = s + m, s2 + m2
     mean, mean_sq = s / samples, s2 / samples
     if mode == "smoothgrad":
       return mean

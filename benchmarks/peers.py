@@ -34,7 +34,7 @@ Parts (``--parts``, all by default):
 
 Timing: jaxsal's function is jitted and compiled ahead of time (the compile
 time is reported, not counted). Each row first runs both libraries once;
-if those first runs took less than ``--budget`` seconds together, they were
+if those first runs took less than ``--budget`` seconds (10) together, they were
 the warm-up and ``--repeats`` interleaved runs of each follow, whose medians
 are compared; otherwise (IG and SmoothGrad at 224x224 on a CPU) the first
 runs are the measurement, after the same model's cheaper rows have warmed
@@ -87,7 +87,11 @@ def _load(path: str, name: str):
 
 
 def _block(tree):
-  return jax.block_until_ready(tree)
+  """Waits for JAX arrays in ``tree``; other values (numpy, torch) are returned as they are."""
+  if isinstance(tree, jax.Array) or (isinstance(tree, (list, tuple, dict)) and any(
+      isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(tree))):
+    return jax.block_until_ready(tree)
+  return tree
 
 
 # --------------------------------------------------------------------------- models
@@ -147,25 +151,27 @@ def _nhwc(t) -> np.ndarray:
 # --------------------------------------------------------------------------- timing
 
 
-def measure(ours: Callable[[], Any], peer: Callable[[], Any], repeats: int, budget: float):
-  """Times two zero-argument functions (warm-up, then interleaved runs); returns medians."""
-  t0 = time.perf_counter()
-  out_ours = _block(ours())
-  first_ours = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  out_peer = peer()
-  first_peer = time.perf_counter() - t0
-  if first_ours + first_peer >= budget:
-    return first_ours, first_peer, 1, out_ours, out_peer
-  t_ours, t_peer = [], []
+def measure(fns: list[Callable[[], Any]], repeats: int, budget: float):
+  """Times zero-argument functions: each once, then (if cheap) ``repeats`` interleaved rounds.
+
+  Returns ``(seconds per function, runs, first outputs)``: the medians of the
+  interleaved rounds when the first runs took less than ``budget`` seconds
+  together (they were the warm-up), else the first runs themselves.
+  """
+  firsts, outs = [], []
+  for fn in fns:
+    t0 = time.perf_counter()
+    outs.append(_block(fn()))
+    firsts.append(time.perf_counter() - t0)
+  if sum(firsts) >= budget:
+    return firsts, 1, outs
+  times = [[] for _ in fns]
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    _block(ours())
-    t_ours.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    peer()
-    t_peer.append(time.perf_counter() - t0)
-  return statistics.median(t_ours), statistics.median(t_peer), repeats, out_ours, out_peer
+    for fn, ts in zip(fns, times):
+      t0 = time.perf_counter()
+      _block(fn())
+      ts.append(time.perf_counter() - t0)
+  return [statistics.median(ts) for ts in times], repeats, outs
 
 
 def compiled(fn: Callable, *args):
@@ -243,7 +249,8 @@ def captum_rows(setup: Setup, args, rows: list) -> None:
   for name in args.methods:
     ours_fn, peer, same = cases[name]
     call, compile_s = compiled(ours_fn, s.params, s.xj, s.tj)
-    t_ours, t_peer, runs, out_ours, out_peer = measure(call, peer, args.repeats, args.budget)
+    (t_ours, t_peer), runs, (out_ours, out_peer) = measure([call, peer], args.repeats,
+                                                           args.budget)
     check = _check(out_ours, _nhwc(out_peer)) if same else None
     _row(rows, "captum", s.label, labels.get(name, name), "captum", t_ours, t_peer, runs,
          compile_s, check)
@@ -284,7 +291,7 @@ def pair_rows(setup: Setup, args, rows: list) -> None:
   ]
   for label, ours_fn, peer, note in cases:
     call, compile_s = compiled(ours_fn, s.params, s.xj, s.tj)
-    t_ours, t_peer, runs, _, _ = measure(call, peer, args.repeats, args.budget)
+    (t_ours, t_peer), runs, _ = measure([call, peer], args.repeats, args.budget)
     _row(rows, "pair", s.label, label, "PAIR saliency", t_ours, t_peer, runs, compile_s,
          note=note)
 
@@ -327,12 +334,10 @@ def class_rows(setup: Setup, args, rows: list) -> None:
     ]
   for label, ours_fn, jax_loop, captum_loop in cases:
     call, compile_s = compiled(ours_fn, s.params, s.xj, s.tj)
-    t_ours, t_loop, runs, out_ours, out_loop = measure(call, lambda: _block(jax_loop()),
-                                                      args.repeats, args.budget)
+    (t_ours, t_loop, t_cap), runs, (out_ours, out_loop, out_cap) = measure(
+        [call, jax_loop, captum_loop], args.repeats, args.budget)
     _row(rows, "classes", s.label, label, "jitted jaxsal loop over classes", t_ours, t_loop,
          runs, compile_s, _check(out_ours, out_loop))
-    t_ours, t_cap, runs, out_ours, out_cap = measure(call, captum_loop, args.repeats,
-                                                    args.budget)
     _row(rows, "classes", s.label, label, "captum loop over classes", t_ours, t_cap, runs,
          compile_s, _check(out_ours, out_cap))
 
@@ -442,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--chunk", type=int, default=10,
                  help="IG points / SmoothGrad samples per pass, in every library (default 10)")
   p.add_argument("--repeats", type=int, default=3, help="timed runs per row after the warm-up")
-  p.add_argument("--budget", type=float, default=20.0,
+  p.add_argument("--budget", type=float, default=10.0,
                  help="seconds: when a row's first runs take longer, they are its measurement")
   p.add_argument("--json", default=None, help="also write the results here")
   args = p.parse_args(argv)
@@ -461,23 +466,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"captum {info['captum']}, saliency {info['saliency']}", flush=True)
   print(HEADER, flush=True)
   rows: list[dict] = []
-  if "captum" in args.parts:
-    for spec in args.setups:
-      captum_rows(Setup(spec), args, rows)
-  if "pair" in args.parts:
-    for spec in args.pair_setups:
-      pair_rows(Setup(spec), args, rows)
-  if "classes" in args.parts:
-    for spec in args.class_setups:
-      class_rows(Setup(spec), args, rows)
-  if "masker" in args.parts:
-    masker_rows(args, rows)
-  if "memory" in args.parts:
-    memory_rows(args, rows)
+  part_s = {}
+  runners = {
+      "captum": lambda: [captum_rows(Setup(spec), args, rows) for spec in args.setups],
+      "pair": lambda: [pair_rows(Setup(spec), args, rows) for spec in args.pair_setups],
+      "classes": lambda: [class_rows(Setup(spec), args, rows) for spec in args.class_setups],
+      "masker": lambda: masker_rows(args, rows),
+      "memory": lambda: memory_rows(args, rows),
+  }
+  for part in PARTS:
+    if part in args.parts:
+      t0 = time.perf_counter()
+      runners[part]()
+      part_s[part] = time.perf_counter() - t0
   total = time.perf_counter() - start
   print(f"\nratio = jaxsal / peer (below 1: jaxsal is faster; memory: chunked / all at once); "
-        f"check = max|jaxsal - peer| / max|peer|; total {total:.0f} s", flush=True)
-  result = {"machine": info, "args": vars(args), "rows": rows, "total_s": total}
+        f"check = max|jaxsal - peer| / max|peer|; total {total:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in part_s.items()) + ")", flush=True)
+  result = {"machine": info, "args": vars(args), "rows": rows, "total_s": total,
+            "part_s": part_s}
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     tmp = args.json + ".tmp"

@@ -405,6 +405,23 @@ def _format_row(r: dict) -> str:
           f"{comp:>8} {check:>8}")
 
 
+def markdown(result: dict[str, Any]) -> str:
+  """The rows of a result (as written by ``--json``) as a Markdown table."""
+  lines = ["| part | setup | method | peer | jaxsal | peer | ratio | runs | check |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in result["rows"]:
+    if r["part"] == "memory":
+      lines.append(f"| memory | {r['setup']} | {r['method']} | {r['peer']} | "
+                   f"{r['jaxsal_mib']:.1f} MiB | {r['peer_mib']:.1f} MiB | {r['ratio']:.3f} | - | - |")
+      continue
+    check = "-" if r["check"] is None else f"{r['check']:.1e}"
+    extra = f" ({r['note']})" if r["part"] == "masker" else ""
+    lines.append(f"| {r['part']} | {r['setup']} | {r['method']}{extra} | {r['peer']} | "
+                 f"{r['jaxsal_s']:.4f} s | {r['peer_s']:.4f} s | **{r['ratio']:.2f}** | "
+                 f"{r['runs']} | {check} |")
+  return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
   import torch
   out = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -450,7 +467,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   p.add_argument("--budget", type=float, default=10.0,
                  help="seconds: when a row's first runs take longer, they are its measurement")
   p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--markdown", default=None, metavar="JSON",
+                 help="only print the table of an earlier --json result as Markdown")
   args = p.parse_args(argv)
+  if args.markdown:
+    with open(args.markdown) as f:
+      result = json.load(f)
+    print(markdown(result))
+    return result
   for name in ("ig_steps", "sg_samples", "chunk", "repeats", "class_chunk"):
     if getattr(args, name) < 1:
       p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")

@@ -56,3 +56,7 @@ def test_peers_benchmark_runs_every_part_and_compares_equal_computations(tmp_pat
   assert by_part["memory"][-1]["ratio"] < 1
   assert json.load(open(out))["rows"] == json.loads(json.dumps(rows))
   assert "ratio = jaxsal / peer" in capsys.readouterr().out
+  # The README's table is printed from the JSON: one line per row, two of header.
+  _load("peers").main(["--markdown", str(out)])
+  table = capsys.readouterr().out.strip().splitlines()
+  assert len(table) == len(rows) + 2 and table[0].startswith("| part | setup |")

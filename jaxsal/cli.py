@@ -7,6 +7,7 @@
     jaxsal localization --config localization_digits --workdir runs/small_cnn
     jaxsal train-generator --config generator_digits --workdir runs/small_cnn/generator
     jaxsal reconstruction --config reconstruction_digits --workdir runs/small_cnn
+    jaxsal explain cat.png photos/ --model resnet50:resnet50.safetensors --methods gradient gradcam --out explained
     jaxsal prepare-data --dataset cluttered_digits --config default
     jaxsal configs
 
@@ -122,6 +123,20 @@ def _cmd_reconstruction(args) -> int:
   return 0
 
 
+def _cmd_explain(args) -> int:
+  from jaxsal import explain
+  res = explain.explain(args.images, args.model, args.methods, out=args.out, target=args.target,
+                        size=args.size, batch_size=args.batch_size, seed=args.seed,
+                        progress=not args.no_progress)
+  for im in res["images"]:
+    print(f"jaxsal explain: {im['name']}: predicted {im['predicted_name']} "
+          f"(p={im['probability']:.3f}); explained {im['explained']}")
+  print(f"jaxsal: explained {len(res['images'])} images with {len(res['methods'])} methods in "
+        f"{res['seconds']:.1f}s; wrote {len(res['files'])} files to {res['out']} "
+        f"(maps as .npy, figures as .png, summary in explain.json)", flush=True)
+  return 0
+
+
 def _cmd_prepare_data(args) -> int:
   from jaxsal import data
   t0 = time.perf_counter()
@@ -202,6 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(train it first with jaxsal train-generator), the masker from "
                    "<workdir>/maskers/<variant>",
       example="num_images=100")
+
+  from jaxsal.explain import known_methods
+  p = sub.add_parser("explain", help="saliency maps of a classifier on image files or folders")
+  p.add_argument("images", nargs="+", help="PNG/JPEG files, or folders of them")
+  p.add_argument("--model", required=True,
+                 help="a jaxsal classifier workdir, or ARCH:FILE with torchvision ResNet weights "
+                      "(resnet18|resnet34|resnet50, .safetensors or a weights-only .pth)")
+  p.add_argument("--methods", nargs="+", default=["gradient", "integrated_gradients", "gradcam"],
+                 metavar="METHOD", help=f"one or more of: {', '.join(known_methods())}")
+  p.add_argument("--target", default="pred",
+                 help="'pred' (the predicted class, default), a class index, or 'all'")
+  p.add_argument("--out", required=True, help="output folder (new or empty)")
+  p.add_argument("--size", type=int, default=224, help="input side for torchvision weights")
+  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--no-progress", action="store_true", help="no line per method")
+  p.set_defaults(func=_cmd_explain)
 
   p = sub.add_parser("prepare-data", help="build an offline dataset (no network needed)")
   p.add_argument("--dataset", default="cluttered_digits")

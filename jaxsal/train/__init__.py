@@ -23,7 +23,13 @@ from jaxsal.train._masker_step import (
     make_masker_step,
 )
 from jaxsal.train._wsol_eval import evaluate_localization
-from jaxsal.train._loop import evaluate, prepare_workdir, train_and_evaluate, validate_config
+from jaxsal.train._loop import (
+    evaluate,
+    load_classifier,
+    prepare_workdir,
+    train_and_evaluate,
+    validate_config,
+)
 from jaxsal.train._optim import make_optimizer, make_schedule
 from jaxsal.train._state import (
     TrainState,
@@ -48,6 +54,7 @@ __all__ = [
     "cross_entropy",
     "evaluate",
     "evaluate_localization",
+    "load_classifier",
     "load_generator",
     "make_eval_step",
     "make_generator_step",

@@ -9,10 +9,12 @@ same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from jaxsal import parallel
@@ -225,3 +227,56 @@ def train_and_evaluate(config, workdir: str, *, progress: bool = True) -> dict[s
                                   f"{ev['accuracy']:.4f} ({ev['count']} images)"))
   return {"state": state, "history": history, "eval": last_eval,
           "restored_step": restored_step, "mesh": mesh, "workdir": workdir}
+
+
+def load_classifier(workdir: str) -> dict[str, Any]:
+  """The trained classifier in ``workdir`` (its latest checkpoint), without training anything.
+
+  Args:
+    workdir: a directory written by ``jaxsal train`` (``config.json`` and
+      ``checkpoints/``).
+
+  Returns:
+    A dict with ``model`` (the Linen module), ``variables`` (``{'params', ...}``
+    on the host), ``config``, ``image_shape`` ``(H, W, C)``, ``num_classes``,
+    ``class_names``, ``mean`` and ``std`` (the input normalisation of
+    training) and ``step``.
+
+  Raises:
+    FileNotFoundError: no trained classifier there (the message says how to
+      train one).
+    jaxsal.train.CheckpointError: the checkpoint belongs to another model.
+  """
+  from jaxsal import data, models
+  path = os.path.abspath(os.path.expanduser(workdir))
+  how = f"train one first: jaxsal train --config small_cnn_digits --workdir {workdir}"
+  config_path = os.path.join(path, "config.json")
+  ckpt_dir = os.path.join(path, "checkpoints")
+  if not os.path.isfile(config_path) or not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"no trained classifier in {path!r} (no config.json and "
+                            f"checkpoints there); {how}")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  ds = config.dataset
+  info = data.dataset_info(ds.name, ds.get("config", None))
+  _, _, image_shape = _transforms(config, info)
+  model = models.get_model(config.model.name, num_classes=info["num_classes"],
+                           **dict(config.model.kwargs))
+  tx = make_optimizer(config.optimizer, int(config.num_train_steps))
+  abstract = jax.eval_shape(lambda k: create_train_state(model, tx, k, (1,) + image_shape),
+                            jax.random.key(0))
+  ckpt = Checkpoints(ckpt_dir, every=1, keep=1_000_000, use_async=False)
+  try:
+    restored = ckpt.restore(abstract, expect_meta={"model": config.model.name,
+                                                   "num_classes": int(info["num_classes"])})
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"no trained classifier in {path!r}: it has no finished "
+                            f"checkpoint; {how}")
+  state = jax.device_get(restored[0])
+  return {"model": model, "variables": {"params": state.params, **state.model_state},
+          "config": config, "image_shape": tuple(image_shape),
+          "num_classes": int(info["num_classes"]), "class_names": tuple(info["class_names"]),
+          "mean": np.asarray(ds.mean, np.float32), "std": np.asarray(ds.std, np.float32),
+          "step": int(state.step)}

@@ -1,0 +1,126 @@
+"""Figures of saliency maps: overlays and a method-by-image grid (matplotlib, headless).
+
+Every function takes numpy arrays: images ``[H, W, C]`` with values in
+[0, 1], maps ``[H, W]`` or ``[H, W, C]`` (channels are reduced with the sum
+of absolute values). They work in a notebook too: pass ``path=None`` and
+display the returned figure.
+
+Example:
+  >>> import numpy as np
+  >>> from jaxsal import figures
+  >>> fig = figures.overlay_panel(np.zeros((8, 8, 3)), np.eye(8), title="gradient")
+  >>> len(fig.axes)
+  4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+  import matplotlib
+  if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    try:
+      matplotlib.use("Agg")
+    except Exception:  # noqa: BLE001 - a backend already in use stays
+      pass
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def saliency_2d(saliency: np.ndarray) -> np.ndarray:
+  """``[H, W]`` in [0, 1]: the channels' absolute sum, divided by its 99.5th percentile.
+
+  Example:
+    >>> saliency_2d(np.array([[1.0, -3.0], [0.0, 2.0]]))[0]
+    array([0.33444816, 1.        ])
+  """
+  s = np.asarray(saliency, np.float64)
+  if s.ndim == 3:
+    s = np.abs(s).sum(-1)
+  elif s.ndim == 2:
+    s = np.abs(s)
+  else:
+    raise ValueError(f"saliency must be [H, W] or [H, W, C]; got shape {s.shape}")
+  top = np.percentile(s, 99.5)
+  return np.clip(s / top, 0, 1) if top > 0 else np.zeros_like(s)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image, np.float64)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, -1)
+  return np.clip(image, 0, 1)
+
+
+def heatmap(saliency: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+  """``[H, W, 3]`` RGB in [0, 1] of :func:`saliency_2d` through a colour map."""
+  plt = _pyplot()
+  return plt.get_cmap(cmap)(saliency_2d(saliency))[..., :3]
+
+
+def blend(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """The image in grey, with the heat map laid over it with opacity ``alpha * saliency``."""
+  grey = _rgb(image).mean(-1, keepdims=True).repeat(3, -1)
+  s = saliency_2d(saliency)[..., None]
+  return grey * (1 - alpha * s) + heatmap(saliency) * alpha * s
+
+
+def masked(image: np.ndarray, saliency: np.ndarray, keep: float = 0.2) -> np.ndarray:
+  """The image where the map is in its top ``keep`` fraction, black elsewhere."""
+  s = saliency_2d(saliency)
+  return _rgb(image) * (s >= np.quantile(s, 1 - keep))[..., None]
+
+
+def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
+                  keep: float = 0.2, path: str | None = None):
+  """Four panels: the image, the heat map, the blend, the masked image. Saved if ``path``."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+  panels = [(_rgb(image), "image"), (heatmap(saliency), title or "map"),
+            (blend(image, saliency), "blended"), (masked(image, saliency, keep),
+                                                  f"top {keep:.0%} kept")]
+  for ax, (img, name) in zip(axes, panels):
+    ax.imshow(img, interpolation="nearest")
+    ax.set_title(name, fontsize=9)
+    ax.axis("off")
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+  return fig
+
+
+def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarray]], *,
+                row_titles: Sequence[str] | None = None, path: str | None = None):
+  """A grid: one row per image, the image then one blended map per method.
+
+  Args:
+    images: ``N`` images ``[H, W, C]`` in [0, 1].
+    maps: method name -> ``N`` maps.
+    row_titles: a label per image (e.g. its file name and the explained class).
+    path: where to save the figure (PNG), if given.
+  """
+  plt = _pyplot()
+  n, names = len(images), list(maps)
+  fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.1 * (len(names) + 1), 2.1 * n),
+                           squeeze=False)
+  for i, image in enumerate(images):
+    axes[i, 0].imshow(_rgb(image), interpolation="nearest")
+    axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=8)
+    for j, name in enumerate(names):
+      axes[i, j + 1].imshow(blend(image, maps[name][i]), interpolation="nearest")
+      if i == 0:
+        axes[i, j + 1].set_title(name, fontsize=8)
+  for ax in axes.ravel():
+    ax.axis("off")
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+  return fig

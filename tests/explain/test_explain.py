@@ -57,10 +57,11 @@ def test_explain_writes_the_maps_it_says_and_they_are_the_methods_maps(tmp_path,
   m = explain.load_model(f"resnet18:{weights}", size=32)
   view = m.view(explain.read_image(os.path.join(SAMPLES, "chelsea.png")))
   x = jnp.asarray(m.normalize(view[None]))
-  logits = m.apply_fn(m.params, x)
+  logits = jax.jit(m.apply_fn)(m.params, x)  # jitted: eager ResNet ops compile one by one
   pred = int(jnp.argmax(logits[0]))
   assert summary["images"][0]["predicted"] == summary["images"][0]["explained"] == pred
-  expected = np.asarray(A.gradient(m.apply_fn, m.params, x, jnp.asarray([pred])))[0]
+  grad = jax.jit(lambda p, x, t: A.gradient(m.apply_fn, p, x, t))
+  expected = np.asarray(grad(m.params, x, jnp.asarray([pred])))[0]
   got = np.load(out / "chelsea" / "gradient.npy")
   assert got.shape == (32, 32, 3) and np.abs(expected).max() > 0
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
@@ -74,8 +75,8 @@ def test_target_all_gives_every_class_map(tmp_path, weights):
   assert maps.shape == (12, 32, 32, 3) and res["images"][0]["explained"] == "all"
   m = explain.load_model(f"resnet18:{weights}", size=32)
   x = jnp.asarray(m.normalize(m.view(explain.read_image(os.path.join(SAMPLES, "coffee.png")))[None]))
-  np.testing.assert_allclose(maps[5], np.asarray(A.gradient(m.apply_fn, m.params, x,
-                                                            jnp.asarray([5])))[0],
+  grad = jax.jit(lambda p, x, t: A.gradient(m.apply_fn, p, x, t))
+  np.testing.assert_allclose(maps[5], np.asarray(grad(m.params, x, jnp.asarray([5])))[0],
                              rtol=1e-4, atol=1e-7)
 
 

@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal.models._conv import conv_general_dilated
-from jaxsal.models._pool import max_pool
 from jaxsal.models._taps import tap
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
@@ -176,7 +175,7 @@ class ResNet(nn.Module):
     x = jnp.asarray(x, self.dtype)
     x = _conv(64, 7, 2, "conv1", self.dtype)(x)
     x = jax.nn.relu(_bn(train, "bn1", self.dtype)(x))
-    x = max_pool(x, (3, 3), (2, 2), _pad(3))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
     x = tap(self, "l0", x)
     for s, n_blocks in enumerate(self.stage_sizes):
       features = 64 * 2**s

@@ -109,16 +109,9 @@ class Setup:
       twin = _load("tests/attribution/_torch_twin.py", "_torch_twin")
       self.channels, self.num_classes = 1, 10
       model = models.SmallCNN(num_classes=10)
-      shapes = jax.eval_shape(lambda: models.init_model(model, jax.random.key(0),
-                                                        (1, self.size, self.size, 1)))
-
-      def draw(path, s):
-        if path[-1].key == "kernel":
-          fan_in = int(np.prod(s.shape[:-1]))
-          return rng.standard_normal(s.shape).astype(np.float32) * np.sqrt(2.0 / fan_in)
-        return (0.1 * rng.standard_normal(s.shape)).astype(np.float32)
-
-      variables = jax.tree_util.tree_map_with_path(draw, shapes)
+      # He-normal kernels, zero biases: class_maps.py's weights, without compiling an init.
+      variables = _load("benchmarks/class_maps.py", "class_maps").random_variables(
+          model, (1, self.size, self.size, 1), seed=seed)
       self.net = twin.SmallCNNTwin(variables, strides=tuple(model.strides))
       self.torch_layer = self.net.relu4
       x = rng.uniform(0, 1, (self.batch, self.size, self.size, 1)).astype(np.float32)
@@ -366,15 +359,14 @@ def memory_rows(args, rows: list) -> list[dict]:
                                                            shapes))
   x = jax.ShapeDtypeStruct((batch, size, size, 1), jnp.float32)
   t = jax.ShapeDtypeStruct((batch,), jnp.int32)
+  class_maps = _load("benchmarks/class_maps.py", "class_maps")
   out = []
   for steps in args.memory_steps:
     peaks = {}
     for chunk in (min(args.chunk, steps), None):
       fn = lambda p, x_, t_, c=chunk: A.integrated_gradients(apply_fn, p, x_, t_, steps=steps,
                                                             chunk_size=c)
-      ma = jax.jit(fn).lower(params, x, t).compile().memory_analysis()
-      peak = (ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
-              - ma.alias_size_in_bytes)
+      peak = class_maps._peak(jax.jit(fn).lower(params, x, t).compile())["peak"]
       peaks[chunk] = peak
     row = {"part": "memory", "setup": f"small CNN {size}x{size}x1 b{batch}",
            "method": f"integrated_gradients ({steps} steps)", "peer": "all steps at once",

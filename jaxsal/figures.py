@@ -31,6 +31,15 @@ def _pyplot():
   return plt
 
 
+def _finish(fig, path: str | None):
+  """Lays ``fig`` out; saves it to ``path`` (PNG) and closes it when a path is given."""
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+  return fig
+
+
 def saliency_2d(saliency: np.ndarray) -> np.ndarray:
   """``[H, W]`` in [0, 1]: the channels' absolute sum, divided by its 99.5th percentile.
 
@@ -89,11 +98,7 @@ def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
     ax.imshow(img, interpolation="nearest")
     ax.set_title(name, fontsize=9)
     ax.axis("off")
-  fig.tight_layout()
-  if path:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-  return fig
+  return _finish(fig, path)
 
 
 def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarray]], *,
@@ -119,8 +124,4 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
         axes[i, j + 1].set_title(name, fontsize=8)
   for ax in axes.ravel():
     ax.axis("off")
-  fig.tight_layout()
-  if path:
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-  return fig
+  return _finish(fig, path)

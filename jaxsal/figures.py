@@ -45,7 +45,7 @@ def saliency_2d(saliency: np.ndarray) -> np.ndarray:
 
   Example:
     >>> saliency_2d(np.array([[1.0, -3.0], [0.0, 2.0]]))[0]
-    array([0.33444816, 1.        ])
+    array([0.33500838, 1.        ])
   """
   s = np.asarray(saliency, np.float64)
   if s.ndim == 3:

@@ -1,5 +1,6 @@
 """The ``jaxsal`` command.
 
+    jaxsal demo                                    # everything, into runs/demo/report.html
     jaxsal train --config small_cnn_digits --workdir runs/small_cnn
     jaxsal train-masker --config masker_digits:ca --workdir runs/masker --set classifier_workdir=runs/small_cnn
     jaxsal grid-pointing --config grid_pointing_digits --workdir runs/small_cnn
@@ -18,6 +19,7 @@ argument ends with ``jaxsal: error: ...`` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -137,6 +139,27 @@ def _cmd_explain(args) -> int:
   return 0
 
 
+def _cmd_demo(args) -> int:
+  from jaxsal import demo
+  config = _config(args)
+  res = demo.run(config, args.workdir, progress=not args.no_progress)
+  m = res["metrics"]
+  rows = m["localization"]["rows"]
+  masker = next((r for k, r in rows.items() if k.startswith("masker")), None)
+  sanity = m["sanity"]["fully_randomized"]
+  summary = [f"classifier test accuracy {m['classifier']['test_accuracy']:.4f}"]
+  if masker:
+    summary.append(f"masker LE {masker['le']:.3f} PxAP {masker['pxap']:.3f}")
+  if "gradient" in sanity:
+    summary.append(f"gradient's rank correlation after full randomisation "
+                   f"{sanity['gradient']['spearman_abs']:.2f}")
+  print(f"jaxsal: demo done in {m['seconds']['total']:.0f}s ({'; '.join(summary)}); "
+        f"{len(m['gallery']['methods'])} methods on {m['gallery']['num_images']} images")
+  print(f"jaxsal: report: {os.path.abspath(res['paths']['report'])} "
+        f"(numbers in {os.path.abspath(res['paths']['metrics'])})", flush=True)
+  return 0
+
+
 def _cmd_prepare_data(args) -> int:
   from jaxsal import data
   t0 = time.perf_counter()
@@ -159,15 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
 
   def config_command(name, func, *, help, config_help, workdir_help, example, default=None,
-                     progress_help="no progress bars"):
+                     progress_help="no progress bars", default_workdir=None):
     p = sub.add_parser(name, help=help)
     p.add_argument("--config", required=default is None, default=default, help=config_help)
-    p.add_argument("--workdir", required=True, help=workdir_help)
+    p.add_argument("--workdir", required=default_workdir is None, default=default_workdir,
+                   help=workdir_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help=f"override a config entry, e.g. --set {example} (repeatable)")
     p.add_argument("--no-progress", action="store_true", help=progress_help)
     p.set_defaults(func=func)
 
+  config_command(
+      "demo", _cmd_demo, default="demo_digits", default_workdir="runs/demo",
+      help="train a classifier and a masker on cluttered_digits, run every method, the "
+           "localisation metrics, the grid pointing game and a sanity check; write report.html",
+      config_help="a demo config (demo_digits[:test]) or a .py path",
+      workdir_help="models, results, figures, report.html and metrics.json go here (default "
+                   "runs/demo); models trained there are reused",
+      example="gallery.num_images=4")
   config_command(
       "train-masker", _cmd_train_masker, default="masker_digits",
       help="train a masking model (FIX or CA) on a classifier's taps",

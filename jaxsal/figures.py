@@ -102,22 +102,35 @@ def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
 
 
 def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarray]], *,
-                row_titles: Sequence[str] | None = None, path: str | None = None):
+                row_titles: Sequence[str] | None = None, boxes: np.ndarray | None = None,
+                cell_size: float = 2.1, path: str | None = None):
   """A grid: one row per image, the image then one blended map per method.
 
   Args:
     images: ``N`` images ``[H, W, C]`` in [0, 1].
     maps: method name -> ``N`` maps.
     row_titles: a label per image (e.g. its file name and the explained class).
+    boxes: optional int ``[N, 4]`` ``(y0, x0, y1, x1)`` end-exclusive boxes,
+      drawn in green on the image column (e.g. the true object boxes).
+    cell_size: inches per panel.
     path: where to save the figure (PNG), if given.
   """
   plt = _pyplot()
   n, names = len(images), list(maps)
-  fig, axes = plt.subplots(n, len(names) + 1, figsize=(2.1 * (len(names) + 1), 2.1 * n),
-                           squeeze=False)
+  for name in names:
+    if len(maps[name]) != n:
+      raise ValueError(f"maps[{name!r}] has {len(maps[name])} maps for {n} images")
+  if boxes is not None and np.shape(boxes) != (n, 4):
+    raise ValueError(f"boxes must be [N, 4] = [{n}, 4]; got shape {np.shape(boxes)}")
+  fig, axes = plt.subplots(n, len(names) + 1,
+                           figsize=(cell_size * (len(names) + 1), cell_size * n), squeeze=False)
   for i, image in enumerate(images):
     axes[i, 0].imshow(_rgb(image), interpolation="nearest")
     axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=8)
+    if boxes is not None:
+      y0, x0, y1, x1 = (float(v) for v in boxes[i])
+      axes[i, 0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                         edgecolor="lime", linewidth=1.2))
     for j, name in enumerate(names):
       axes[i, j + 1].imshow(blend(image, maps[name][i]), interpolation="nearest")
       if i == 0:

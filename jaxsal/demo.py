@@ -398,7 +398,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}
-thead th{background:#f3f3f3} td.best{font-weight:bold}
+thead th{background:#f3f3f3} table.text td{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .note{color:#555;font-size:.92em} code{background:#f5f5f5;padding:0 .2em}
 """
@@ -433,7 +433,7 @@ def render_report(metrics: dict[str, Any], paths: dict[str, str]) -> str:
             _img(paths["gallery"], "every method on held-out images"),
             _table(["method", "what the map is", "seconds"],
                    [[f"<code>{e(m)}</code>", e(METHOD_NOTES.get(m, "")),
-                     f"{gal['seconds'][m]:.1f}"] for m in gal["methods"]])]
+                     f"{gal['seconds'][m]:.1f}"] for m in gal["methods"]], klass="text")]
 
   # Localisation.
   loc = metrics["localization"]

@@ -164,8 +164,10 @@ def load_model(spec: str, *, size: int = 224) -> Model:
     model, variables = pretrained.load_torchvision_resnet(arch, path)
     apply_fn, params = models.from_linen(model, jax.tree.map(jnp.asarray, variables))
     k = variables["params"]["fc"]["kernel"].shape[1]
+    names = (pretrained.imagenet_class_names(short=True) if k == 1000
+             else [f"class {i}" for i in range(k)])
     return Model(apply_fn, params, size=(size, size), channels=3, mean=pretrained.IMAGENET_MEAN,
-                 std=pretrained.IMAGENET_STD, class_names=[f"class {i}" for i in range(k)],
+                 std=pretrained.IMAGENET_STD, class_names=names,
                  crop=True, description=f"{arch} from {path}")
   if sep and not os.path.isdir(spec):
     raise ValueError(f"model {spec!r}: ARCH:FILE needs ARCH in "

@@ -1,4 +1,6 @@
-"""Figures of saliency maps: overlays and a method-by-image grid (matplotlib, headless).
+"""Figures of saliency maps: overlays, a method-by-image grid, sanity-check cascades and curves, metric tables.
+
+matplotlib, headless by default.
 
 Every function takes numpy arrays: images ``[H, W, C]`` with values in
 [0, 1], maps ``[H, W]`` or ``[H, W, C]`` (channels are reduced with the sum
@@ -138,3 +140,42 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
   for ax in axes.ravel():
     ax.axis("off")
   return _finish(fig, path)
+
+
+def metric_table(rows: dict[str, dict[str, float]], *, columns: Sequence[str] | None = None,
+                 title: str = "", digits: int = 3, path: str | None = None):
+  """A table of numbers as a figure: one row per entry of ``rows`` (name -> {column: value}).
+
+  Example:
+    >>> fig = metric_table({"masker": {"le": 0.02, "pxap": 0.83}, "gradient": {"le": 0.3}})
+    >>> fig.axes[0].tables[0][2, 1].get_text().get_text()     # gradient's pxap
+    '-'
+  """
+  plt = _pyplot()
+  names = list(rows)
+  if not names:
+    raise ValueError("rows: give at least one row")
+  columns = list(columns) if columns is not None else list(dict.fromkeys(
+      k for r in rows.values() for k in r))
+  cells = [[("-" if rows[n].get(c) is None else f"{rows[n][c]:.{digits}f}") for c in columns]
+           for n in names]
+  fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 0.5 + 0.3 * len(names)))
+  ax.axis("off")
+  table = ax.table(cellText=cells, rowLabels=names, colLabels=columns, loc="center")
+  table.auto_set_font_size(False)
+  table.set_fontsize(8)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return _finish(fig, path)
+
+
+def sanity_cascade(res: dict, path: str | None = None, *, mode: str = "cascading", image: int = 0):
+  """The cascade of maps of ``jaxsal.experiments.sanity_checks.model_randomization``'s results."""
+  from jaxsal.experiments import sanity_checks
+  return sanity_checks.plot_cascade(res, path, mode=mode, image=image)
+
+
+def sanity_curves(res: dict, path: str | None = None, *, mode: str = "cascading"):
+  """The similarity curves of ``model_randomization``'s results, one panel per measure."""
+  from jaxsal.experiments import sanity_checks
+  return sanity_checks.plot_curves(res, path, mode=mode)

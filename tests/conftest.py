@@ -29,3 +29,21 @@ def test_classifier_workdir(data_dir, tmp_path_factory):
                               [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False"])
   train.train_and_evaluate(c, workdir, progress=False)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def test_masker_workdir(test_classifier_workdir, data_dir):
+  """``test_classifier_workdir`` with the ``masker_digits:test`` masker trained in ``maskers/test``.
+
+  It is where ``localization_digits:test`` (and the demo's test config) train
+  that masker, so they reuse it instead of training it again.
+  """
+  from jaxsal import configs, train
+  from jaxsal.configs import localization_digits
+  classifier = configs.apply_overrides(configs.get_config("small_cnn_digits:test"),
+                                       [f"dataset.data_dir={data_dir}"])
+  masker = localization_digits.masker_config("test", classifier)
+  masker.classifier_workdir = test_classifier_workdir
+  train.train_masker(masker, os.path.join(test_classifier_workdir, "maskers", "test"),
+                     progress=False)
+  return test_classifier_workdir

@@ -36,14 +36,14 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.classifier = small_cnn_digits.get_config(None)
-  c.classifier.num_train_steps = 1200
-  c.classifier.eval_every = 600
+  c.classifier.num_train_steps = 1000
+  c.classifier.eval_every = 500
 
   c.localization = localization_digits.get_config(None)
   c.localization.maskers = ("ca",)
-  c.localization.masker_overrides = ("num_train_steps=500", "eval_every=500",
-                                     "eval_num_images=200", "checkpoint.every=250")
-  c.localization.num_images = 1000
+  c.localization.masker_overrides = ("num_train_steps=400", "eval_every=400",
+                                     "eval_num_images=200", "checkpoint.every=200")
+  c.localization.num_images = 500
   c.localization.center_box_images = 1000
   c.localization.ig_steps = 16
   c.localization.smoothgrad_samples = 16

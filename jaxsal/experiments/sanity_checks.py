@@ -120,11 +120,14 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
   return out
 
 
-def plot_cascade(res: dict[str, Any], path: str, *, mode: str = "cascading", image: int = 0) -> None:
-  """The paper's cascade figure: methods in rows, the trained model then each stage in columns."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+def plot_cascade(res: dict[str, Any], path: str | None = None, *, mode: str = "cascading",
+                 image: int = 0):
+  """The paper's cascade figure: methods in rows, the trained model then each stage in columns.
+
+  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
+  """
+  from jaxsal import figures
+  plt = figures._pyplot()
   methods = list(res["examples"][mode])
   cols = ["trained"] + res["stages"][mode]
   fig, axes = plt.subplots(len(methods), len(cols) + 1,
@@ -141,16 +144,16 @@ def plot_cascade(res: dict[str, Any], path: str, *, mode: str = "cascading", ima
     ax.set_xticks([])
     ax.set_yticks([])
   fig.suptitle(f"{mode} randomisation (from the logits down, left to right)", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return figures._finish(fig, path)
 
 
-def plot_curves(res: dict[str, Any], path: str, *, mode: str = "cascading") -> None:
-  """The paper's similarity curves: one panel per measure, one line per method, mean ± std."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+def plot_curves(res: dict[str, Any], path: str | None = None, *, mode: str = "cascading"):
+  """The paper's similarity curves: one panel per measure, one line per method, mean ± std.
+
+  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
+  """
+  from jaxsal import figures
+  plt = figures._pyplot()
   stages = res["stages"][mode]
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), squeeze=False)
   x = np.arange(len(stages) + 1)
@@ -166,9 +169,7 @@ def plot_curves(res: dict[str, Any], path: str, *, mode: str = "cascading") -> N
     ax.axhline(0, color="gray", lw=0.5)
   axes[0, -1].legend(fontsize=7)
   fig.suptitle(f"{mode} randomisation: similarity to the trained model's maps", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return figures._finish(fig, path)
 
 
 def to_json(res: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,36 @@ def imagenet_normalize(x: Any) -> Any:
   return (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
 
 
+def imagenet_class_names(*, short: bool = False) -> list[str]:
+  """The 1000 ImageNet-1k class names, in the order of torchvision's logits.
+
+  They are read from the copy that ships inside tensorflow-datasets (a
+  dependency of jaxsal), so no network is needed; TensorFlow is not imported.
+
+  Args:
+    short: keep only the first of each class's synonyms (``'tabby'`` instead
+      of ``'tabby, tabby cat'``).
+
+  Raises:
+    RuntimeError: the installed tensorflow-datasets has no such list.
+
+  Example:
+    >>> imagenet_class_names(short=True)[281]
+    'tabby'
+  """
+  try:
+    from tensorflow_datasets.datasets.siscore import labels
+    names = list(labels.IMAGENET_LABELS_LIST)
+  except (ImportError, AttributeError) as e:
+    raise RuntimeError("the ImageNet class names are read from tensorflow-datasets "
+                       "(tensorflow_datasets.datasets.siscore.labels.IMAGENET_LABELS_LIST), "
+                       f"which this installation lacks ({e})") from e
+  if len(names) != 1000:
+    raise RuntimeError(f"expected 1000 ImageNet class names from tensorflow-datasets; "
+                       f"got {len(names)}")
+  return [n.split(",")[0].strip() for n in names] if short else names
+
+
 def _flax_path(key: str) -> tuple[str, tuple[str, ...], str] | None:
   """``(collection, module path, leaf kind)`` of a torchvision key, or None if it has none.
 

@@ -265,6 +265,10 @@ def load_classifier(workdir: str) -> dict[str, Any]:
   tx = make_optimizer(config.optimizer, int(config.num_train_steps))
   abstract = jax.eval_shape(lambda k: create_train_state(model, tx, k, (1,) + image_shape),
                             jax.random.key(0))
+  # Restore onto this process's first device, whatever the topology of training
+  # (a checkpoint written on 8 devices or a pod slice loads on a laptop).
+  one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one), abstract)
   ckpt = Checkpoints(ckpt_dir, every=1, keep=1_000_000, use_async=False)
   try:
     restored = ckpt.restore(abstract, expect_meta={"model": config.model.name,

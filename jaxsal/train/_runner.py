@@ -66,8 +66,9 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
     postfix: the window's means -> the progress bar's postfix.
     eval_line: ``(step, metrics) -> a line to print, or None``.
 
-  When no step is left to run, the restored state is evaluated (and not
-  logged again), so the last eval record is always there.
+  When no step is left to run, the last eval record is the log's record of
+  the final step (on one host), or else the restored state is evaluated (and
+  not logged again), so the last eval record is always there.
   """
   is_main = jax.process_index() == 0
   bar = tqdm(total=total, initial=start, desc=desc, disable=not (progress and is_main),
@@ -100,6 +101,12 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
   finally:
     bar.close()
     ckpt.close()
+  if last_eval is None and start == total and jax.process_count() == 1:
+    # A finished run is not evaluated again: its final evaluation is in the log
+    # (experiments that reuse a trained model call this often). Multi-host runs
+    # evaluate, so that every host takes part in the same collectives.
+    logged = [r for r in writer.read() if r.get("kind") == "eval" and r.get("step") == total]
+    last_eval = logged[-1] if logged else None
   if last_eval is None:
     ev = evaluate(state)
     last_eval = {"step": start, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}

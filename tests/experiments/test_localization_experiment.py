@@ -24,14 +24,14 @@ def test_config_variants_validate():
       localization.validate(configs.apply_overrides(c, [override]))
 
 
-def test_every_row_is_scored_on_the_same_images(data_dir, test_classifier_workdir):
+def test_every_row_is_scored_on_the_same_images(data_dir, test_masker_workdir):
   c = configs.apply_overrides(configs.get_config("localization_digits:test"),
                               [f"classifier.dataset.data_dir={data_dir}"])
-  res = localization.run(c, test_classifier_workdir, progress=False)
+  res = localization.run(c, test_masker_workdir, progress=False)
   assert list(res["rows"]) == ["masker test", "center box", "gradient", "gradcam"]
   assert all(r["count"] == 32 for r in res["rows"].values())
   # The masker's row is its own evaluation after training (same 32 images).
-  own = json.load(open(f"{test_classifier_workdir}/maskers/test/eval.json"))["metrics"]
+  own = json.load(open(f"{test_masker_workdir}/maskers/test/eval.json"))["metrics"]
   for k in ("le", "om", "f1", "pxap", "area", "sm"):
     np.testing.assert_allclose(res["rows"]["masker test"][k], own[k], rtol=1e-5, err_msg=k)
 
@@ -51,7 +51,7 @@ def test_every_row_is_scored_on_the_same_images(data_dir, test_classifier_workdi
   np.testing.assert_allclose(res["rows"]["center box"]["area"], bh * bw / 32 ** 2, rtol=1e-6)
 
   # The gradient row: |gradient| of the predicted class over its per-image maximum.
-  apply_fn, params, _ = _common.trained_classifier(c.classifier, test_classifier_workdir,
+  apply_fn, params, _ = _common.trained_classifier(c.classifier, test_masker_workdir,
                                                    progress=False)
   x = jnp.asarray(_common.normalize(c.classifier,
                                     np.stack([np.asarray(test[i]["image"]) for i in range(32)])))

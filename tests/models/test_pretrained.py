@@ -99,3 +99,14 @@ def test_files_that_are_not_state_dicts_are_refused_without_unpickling(tmp_path)
     pretrained.load_state_dict(str(tmp_path / "list.pth"))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     pretrained.load_state_dict(str(tmp_path / "nothing.pth"))
+
+
+def test_imagenet_class_names_are_in_the_order_of_the_logits():
+  names = pretrained.imagenet_class_names()
+  short = pretrained.imagenet_class_names(short=True)
+  assert len(names) == len(set(names)) == 1000
+  # Well-known indices of ImageNet-1k (torchvision's and Keras's order).
+  assert {i: short[i] for i in (0, 1, 207, 281, 409, 817, 967)} == {
+      0: "tench", 1: "goldfish", 207: "golden retriever", 281: "tabby", 409: "analog clock",
+      817: "sports car", 967: "espresso"}
+  assert names[281] == "tabby, tabby cat"

@@ -4,6 +4,15 @@ import os
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the whole run: both pytest-xdist workers,
+# the notebooks' kernels and the CLI subprocesses of the tests compile many of the
+# same programs (the test classifier's and masker's steps, their evaluations).
+# Programs are keyed by their HLO, jax version and flags, so a hit is the same program.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"jaxsal-tests-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 

@@ -110,3 +110,5 @@ def test_imagenet_class_names_are_in_the_order_of_the_logits():
       0: "tench", 1: "goldfish", 207: "golden retriever", 281: "tabby", 409: "analog clock",
       817: "sports car", 967: "espresso"}
   assert names[281] == "tabby, tabby cat"
+  import sys
+  assert "tensorflow" not in sys.modules     # read from tensorflow-datasets' files, not TensorFlow

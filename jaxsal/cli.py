@@ -129,10 +129,13 @@ def _cmd_explain(args) -> int:
   from jaxsal import explain
   res = explain.explain(args.images, args.model, args.methods, out=args.out, target=args.target,
                         size=args.size, batch_size=args.batch_size, seed=args.seed,
-                        progress=not args.no_progress)
+                        params=args.param, progress=not args.no_progress)
   for im in res["images"]:
+    explained = im["explained"]
+    if explained != "all":
+      explained = f"class {explained} ({im['explained_name']})"
     print(f"jaxsal explain: {im['name']}: predicted {im['predicted_name']} "
-          f"(p={im['probability']:.3f}); explained {im['explained']}")
+          f"(p={im['probability']:.3f}); explained {explained}")
   print(f"jaxsal: explained {len(res['images'])} images with {len(res['methods'])} methods in "
         f"{res['seconds']:.1f}s; wrote {len(res['files'])} files to {res['out']} "
         f"(maps as .npy, figures as .png, summary in explain.json)", flush=True)
@@ -264,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--size", type=int, default=224, help="input side for torchvision weights")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                 help="a method's hyperparameter over its default, e.g. "
+                      "integrated_gradients.steps=64 or gradcam.layer=l3 (repeatable)")
   p.add_argument("--no-progress", action="store_true", help="no line per method")
   p.set_defaults(func=_cmd_explain)
 

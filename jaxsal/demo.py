@@ -52,57 +52,34 @@ FIGURES_DIR = "figures"
 LOCALIZATION_COLUMNS = ("le", "om", "f1", "f1a", "sm", "pxap", "area", "accuracy")
 
 
-def _gallery_methods(g) -> dict[str, Any]:
-  """name -> ``fn(apply_fn, params, x, target, keys) -> [B, H, W, C]`` with the gallery's settings.
+def _gallery_methods(g, side: int) -> dict[str, Any]:
+  """name -> ``fn(apply_fn, params, x, target, *, key)`` with the gallery's settings.
 
-  ``keys`` are ``[B]`` typed keys, one per image (RISE shares its masks, so it takes the first).
+  Every method comes from ``jaxsal.attribution.get_method``, as in
+  ``jaxsal explain``; ``side`` is the images' side, for the mask sizes.
   """
   from jaxsal import attribution as A
-  layer = g.gradcam_layer
   steps = int(g.optimization_steps)
-  return {
-      "gradient": lambda af, p, x, t, k: A.gradient(af, p, x, t),
-      "gradient_x_input": lambda af, p, x, t, k: A.gradient_x_input(af, p, x, t),
-      "integrated_gradients": lambda af, p, x, t, k: A.integrated_gradients(
-          af, p, x, t, steps=int(g.ig_steps)),
-      "smoothgrad": lambda af, p, x, t, k: A.smoothgrad(
-          A.gradient, samples=int(g.smoothgrad_samples))(af, p, x, t, key=k),
-      "guided_backprop": lambda af, p, x, t, k: A.guided_backprop(af, p, x, t),
-      "deconvnet": lambda af, p, x, t, k: A.deconvnet(af, p, x, t),
-      "gradcam": lambda af, p, x, t, k: A.gradcam(af, p, x, t, layer=layer),
-      "guided_gradcam": lambda af, p, x, t, k: A.guided_gradcam(af, p, x, t, layer=layer),
-      "occlusion": lambda af, p, x, t, k: A.occlusion(
-          af, p, x, t, patch=int(g.occlusion_patch), stride=int(g.occlusion_stride)),
-      "rise": lambda af, p, x, t, k: A.rise(af, p, x, t, key=k[0], num_masks=int(g.rise_masks),
-                                            chunk_size=min(int(g.rise_masks), 250)),
-      "meaningful_perturbation": lambda af, p, x, t, k: A.meaningful_perturbation(
-          af, p, x, t, key=k, steps=steps, mask_size=max(x.shape[1] // 4, 2)),
-      "optimized_mask": lambda af, p, x, t, k: A.optimized_mask(
-          af, p, x, t, key=k, steps=steps, mask_scale=4),
-      "cgi": lambda af, p, x, t, k: A.cgi(af, p, x, t),
-      "var": lambda af, p, x, t, k: A.var(A.gradient_x_input)(af, p, x, t),
+  hparams = {
+      "integrated_gradients": {"steps": int(g.ig_steps), "chunk_size": None},
+      "smoothgrad": {"samples": int(g.smoothgrad_samples), "chunk_size": None},
+      "gradcam": {"layer": g.gradcam_layer},
+      "guided_gradcam": {"layer": g.gradcam_layer},
+      "occlusion": {"patch": int(g.occlusion_patch), "stride": int(g.occlusion_stride),
+                    "chunk_size": 64},
+      "rise": {"num_masks": int(g.rise_masks), "chunk_size": min(int(g.rise_masks), 250)},
+      "meaningful_perturbation": {"steps": steps, "mask_size": max(side // 4, 2)},
+      "optimized_mask": {"steps": steps, "mask_scale": 4},
   }
+  return {name: A.get_method(name, **hparams.get(name, {})) for name in A.method_names()}
 
 
-# What each gallery column shows, for the report.
-METHOD_NOTES = {
-    "gradient": "the gradient of the class logit with respect to the input",
-    "gradient_x_input": "the gradient times the input",
-    "integrated_gradients": "integrated gradients from a zero baseline",
-    "smoothgrad": "the gradient averaged over noisy copies of the input",
-    "guided_backprop": "guided backpropagation (ReLU gradients of negative signals cut)",
-    "deconvnet": "the deconvnet rule for ReLUs",
-    "gradcam": "Grad-CAM on the last convolution, upsampled",
-    "guided_gradcam": "guided backpropagation times Grad-CAM",
-    "occlusion": "the logit's drop when a patch is blanked",
-    "rise": "RISE: random masks weighted by the class probability",
-    "meaningful_perturbation": "a smooth deletion mask, optimised per image",
-    "optimized_mask": "a preservation mask optimised per image from a random start "
-                      "(Thakur & Fischmeister 2020)",
-    "cgi": "competitive gradient x input: pixels the class wins against all classes (CGI)",
-    "var": "VAR over gradient x input: attribution the contrastive classes share is damped",
-    "masker": "the CA masker's mask, one forward pass (Phang, Park & Geras 2020)",
-}
+def method_note(name: str) -> str:
+  """What a gallery column shows, for the report."""
+  from jaxsal import attribution as A
+  if name == "masker":
+    return "the CA masker's mask, one forward pass (Phang, Park & Geras 2020)"
+  return A.method_description(name)
 
 
 def _part(config, name: str):
@@ -168,7 +145,7 @@ def gallery(config, workdir: str, apply_fn, params, *, progress: bool = True) ->
   predicted = np.asarray(jax.jit(apply_fn)(params, x).argmax(-1))
   target = jnp.asarray(predicted, jnp.int32)
   keys = jax.random.split(jax.random.key(int(config.seed)), n)
-  fns = _gallery_methods(g)
+  fns = _gallery_methods(g, int(raw.shape[1]))
   maps, seconds = {}, {}
   bar = tqdm(list(g.methods), desc="gallery", disable=not progress, dynamic_ncols=True)
   for name in bar:
@@ -183,7 +160,8 @@ def gallery(config, workdir: str, apply_fn, params, *, progress: bool = True) ->
       m = mask_fn(out["state"], x)[0]
     else:
       fn = fns[name]
-      m = jax.jit(lambda p, x, t, k, fn=fn: fn(apply_fn, p, x, t, k))(params, x, target, keys)
+      m = jax.jit(lambda p, x, t, k, fn=fn: fn(apply_fn, p, x, t, key=k))(
+          params, x, target, keys)
       m = jnp.abs(m).sum(-1)
     maps[name] = np.asarray(jax.device_get(m), np.float32)
     if not np.all(np.isfinite(maps[name])):
@@ -432,7 +410,7 @@ def render_report(metrics: dict[str, Any], paths: dict[str, str]) -> str:
             f"absolute value over the image in grey ({sec['gallery']:.0f} s).</p>",
             _img(paths["gallery"], "every method on held-out images"),
             _table(["method", "what the map is", "seconds"],
-                   [[f"<code>{e(m)}</code>", e(METHOD_NOTES.get(m, "")),
+                   [[f"<code>{e(m)}</code>", e(method_note(m)),
                      f"{gal['seconds'][m]:.1f}"] for m in gal["methods"]], klass="text")]
 
   # Localisation.

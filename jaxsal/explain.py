@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -38,34 +38,15 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _methods() -> dict[str, Callable]:
-  """name -> ``fn(apply_fn, params, x, target, key, size) -> maps``, with the defaults of ``explain``."""
-  from jaxsal import attribution as A
-
-  def occlusion(af, p, x, t, key, size):
-    patch = max(size // 8, 1)
-    return A.occlusion(af, p, x, t, patch=patch, stride=max(patch // 2, 1), chunk_size=16)
-
-  return {
-      "gradient": lambda af, p, x, t, key, size: A.gradient(af, p, x, t),
-      "gradient_x_input": lambda af, p, x, t, key, size: A.gradient_x_input(af, p, x, t),
-      "integrated_gradients": lambda af, p, x, t, key, size: A.integrated_gradients(
-          af, p, x, t, steps=32, chunk_size=8),
-      "smoothgrad": lambda af, p, x, t, key, size: A.smoothgrad(
-          A.gradient, samples=16, sigma=0.15, chunk_size=8)(af, p, x, t, key=key),
-      "guided_backprop": lambda af, p, x, t, key, size: A.guided_backprop(af, p, x, t),
-      "deconvnet": lambda af, p, x, t, key, size: A.deconvnet(af, p, x, t),
-      "gradcam": lambda af, p, x, t, key, size: A.gradcam(af, p, x, t, layer="l4"),
-      "guided_gradcam": lambda af, p, x, t, key, size: A.guided_gradcam(af, p, x, t, layer="l4"),
-      "occlusion": occlusion,
-      "rise": lambda af, p, x, t, key, size: A.rise(af, p, x, t, key=key, num_masks=256,
-                                                   chunk_size=32),
-  }
+# Classes explained at a time by the class-comparing methods (CGI over 1000
+# ImageNet classes at 224x224 would otherwise hold every class's map at once).
+CLASS_CHUNK = 25
 
 
 def known_methods() -> list[str]:
-  """The method names ``explain`` accepts, sorted."""
-  return sorted(_methods())
+  """The method names ``explain`` accepts, sorted: every method of ``jaxsal.attribution.get_method``."""
+  from jaxsal import attribution as A
+  return sorted(A.method_names())
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -73,12 +54,74 @@ def check_methods(methods: Sequence[str]) -> list[str]:
   methods = list(methods)
   if not methods:
     raise ValueError(f"methods: give at least one; known methods: {', '.join(known_methods())}")
-  unknown = [m for m in methods if m not in _methods()]
+  unknown = [m for m in methods if m not in known_methods()]
   if unknown:
     raise ValueError(f"unknown method{'s' if len(unknown) > 1 else ''} "
                      f"{', '.join(repr(m) for m in unknown)}; known methods: "
                      f"{', '.join(known_methods())}")
   return methods
+
+
+def parse_params(params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None,
+                 methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """``METHOD.NAME=VALUE`` strings (or a ``{method: {name: value}}`` dict) as a checked dict.
+
+  Values are Python literals (``64``, ``0.3``, ``'l3'``, ``None``), else strings.
+  Each entry must name one of ``methods`` and a hyperparameter that method
+  takes (``jaxsal.attribution.method_hparams``).
+  """
+  from jaxsal import attribution as A
+  from jaxsal.configs._loading import _parse_value
+  out: dict[str, dict[str, Any]] = {}
+  if isinstance(params, Mapping):
+    items = [(m, k, v) for m, kv in params.items() for k, v in dict(kv).items()]
+  else:
+    items = []
+    for text in params or ():
+      key, eq, value = str(text).partition("=")
+      method, dot, name = key.partition(".")
+      if not eq or not dot or not method or not name:
+        raise ValueError(f"param {text!r}: expected METHOD.NAME=VALUE, "
+                         f"e.g. integrated_gradients.steps=64")
+      items.append((method, name, _parse_value(value)))
+  for method, name, value in items:
+    if method not in methods:
+      raise ValueError(f"param {method}.{name}: {method!r} is not among the methods asked for "
+                       f"({', '.join(methods)})")
+    if name not in A.method_hparams(method):
+      raise ValueError(f"param {method}.{name}: {method!r} takes no {name!r}; it takes: "
+                       f"{', '.join(A.method_hparams(method)) or 'nothing'}")
+    out.setdefault(method, {})[name] = value
+  return out
+
+
+def _hparams(name: str, given: dict[str, Any], num_classes: int) -> dict[str, Any]:
+  """``name``'s hyperparameters in ``explain``: the registry's defaults, explain's, then ``given``."""
+  from jaxsal import attribution as A
+  h = {**A.method_defaults(name), **given}
+  if name in ("cgi", "var") and num_classes > CLASS_CHUNK and "chunk_size" not in given:
+    h["chunk_size"] = CLASS_CHUNK
+  return h
+
+
+def _method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
+  """``fn(apply_fn, params, x, target, key)``; for ``mode == 'all'``, ``[K, B, ...]`` maps."""
+  from jaxsal import attribution as A
+  if mode == "all" and name == "cgi":
+    # Every class's CGI map from one set of class maps: K backward passes, not K * K.
+    per = h.get("per", "pixel")
+    chunk = h.get("chunk_size")
+    return lambda af, p, x, t, key: A.competition_from_maps(
+        A.all_classes(A.gradient_x_input, chunk_size=chunk)(af, p, x), per=per)
+  if mode == "all" and name == "rise":
+    # RISE's forward passes serve every class at once (all_classes' hook for A.rise).
+    every_rise = A.all_classes(A.rise)
+    return lambda af, p, x, t, key: every_rise(af, p, x, key=key[0], **h)
+  fn = A.get_method(name, **h)
+  if mode == "all":
+    every = A.all_classes(fn, chunk_size=16)
+    return lambda af, p, x, t, key: every(af, p, x, key=key)
+  return lambda af, p, x, t, key: fn(af, p, x, t, key=key)
 
 
 def find_images(paths: Sequence[str]) -> list[str]:
@@ -203,6 +246,7 @@ def _target(target: Any, logits: np.ndarray) -> tuple[str, np.ndarray | None]:
 
 def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *, out: str,
             target: Any = "pred", size: int = 224, batch_size: int = 8, seed: int = 0,
+            params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
             progress: bool = True) -> dict[str, Any]:
   """Explains ``model`` on image files with ``methods``; writes maps and figures under ``out``.
 
@@ -214,7 +258,11 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
     target: ``'pred'`` (the predicted class), a class index, or ``'all'``.
     size: the side for torchvision weights (ignored for workdirs).
     batch_size: images per compiled call.
-    seed: for the methods that draw noise (SmoothGrad, RISE).
+    seed: for the methods that draw noise (SmoothGrad, RISE, the optimised mask);
+      image ``j`` of the files gets ``fold_in(key(seed), j)``.
+    params: method hyperparameters over the defaults of
+      ``jaxsal.attribution.get_method``: ``METHOD.NAME=VALUE`` strings
+      (``integrated_gradients.steps=64``) or ``{method: {name: value}}``.
     progress: print a line per method.
 
   Returns:
@@ -222,6 +270,7 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
   """
   from jaxsal import _checks, figures
   methods = check_methods(methods)
+  hparams = parse_params(params, methods)
   _checks.check_positive_int(batch_size, "batch_size")
   _checks.check_positive_int(size, "size")
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -239,25 +288,22 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
   logits = np.concatenate([np.asarray(logits_fn(m.params, x_all[i:i + batch_size]))
                            for i in range(0, len(files), batch_size)])
   mode, targets = _target(target, logits)
-  table = _methods()
-  side = m.size[0]
+  k = logits.shape[1]
   maps: dict[str, np.ndarray] = {}
+  used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
   for name in methods:
     t1 = time.perf_counter()
-    fn = table[name]
-    if mode == "all":
-      from jaxsal import attribution as A
-      call = jax.jit(lambda p, x, key, fn=fn: A.all_classes(
-          lambda af, pp, xx, tt, key=None: fn(af, pp, xx, tt, key, side), chunk_size=16)(
-              m.apply_fn, p, x, key=key))
-      run = lambda x, t, key: call(m.params, x, key)  # noqa: E731
-    else:
-      call = jax.jit(lambda p, x, t, key, fn=fn: fn(m.apply_fn, p, x, t, key, side))
-      run = lambda x, t, key: call(m.params, x, t, key)  # noqa: E731
+    fn = _method_fn(name, used[name], mode)
+    call = jax.jit(lambda p, x, t, key, fn=fn: fn(m.apply_fn, p, x, t, key))
+    run = lambda x, t, key, call=call: call(m.params, x, t, key)  # noqa: E731
     parts = []
     for i in range(0, len(files), batch_size):
       x = jnp.asarray(x_all[i:i + batch_size])
-      key = jax.random.fold_in(jax.random.key(seed), i)
+      # One key per image, from its position among the files: the noise an
+      # image gets does not depend on the batch it falls in (RISE's shared
+      # masks take the batch's first key).
+      key = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(
+          jnp.arange(i, min(i + batch_size, len(files))))
       t = None if targets is None else jnp.asarray(targets[i:i + batch_size])
       parts.append(np.asarray(run(x, t, key), np.float32))
     maps[name] = np.concatenate(parts, axis=1 if mode == "all" else 0)
@@ -294,12 +340,15 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
     summary = {
         "model": m.description, "methods": methods, "target": mode,
+        "params": used,
         "seconds": time.perf_counter() - t0,
         "images": [{"file": os.path.abspath(f), "name": s,
                     "predicted": int(logits[i].argmax()),
                     "predicted_name": m.class_names[int(logits[i].argmax())],
                     "probability": float(probs[i].max()),
-                    "explained": "all" if mode == "all" else int(targets[i])}
+                    "explained": "all" if mode == "all" else int(targets[i]),
+                    "explained_name": ("all" if mode == "all"
+                                       else m.class_names[int(targets[i])])}
                    for i, (f, s) in enumerate(zip(files, stems))],
         "files": written + ["explain.json"],
     }

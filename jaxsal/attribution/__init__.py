@@ -11,7 +11,8 @@ salient pixels kept, the rest sampled from a generative model). ``all_classes`` 
 ``for_classes`` give every class's map in one compiled call. Class-relevant
 maps over any method: ``competition`` (competition for pixels; ``cgi`` over
 gradient x input) and ``var`` (VAR). Channel reductions and normalisations
-for metrics and figures.
+for metrics and figures. ``get_method(name, **hparams)`` gives any of them by
+name with the common signature (``method_names()`` lists the names).
 """
 
 from jaxsal.attribution._classes import all_classes, for_classes
@@ -25,6 +26,14 @@ from jaxsal.attribution._rise import rise, rise_masks
 from jaxsal.attribution._occlusion import occlusion
 from jaxsal.attribution._optimized_mask import optimized_mask
 from jaxsal.attribution._reconstruct import reconstruct
+from jaxsal.attribution._registry import (
+    get_method,
+    method_defaults,
+    method_description,
+    method_hparams,
+    method_names,
+    needs_key,
+)
 from jaxsal.attribution._smoothgrad import smoothgrad
 from jaxsal.attribution._var import contrastive_classes, var, var_from_maps
 from jaxsal.attribution._integrated_gradients import (
@@ -51,6 +60,7 @@ __all__ = [
     "contrastive_classes",
     "deconvnet",
     "for_classes",
+    "get_method",
     "gradient",
     "gradcam",
     "gradient_x_input",
@@ -61,6 +71,11 @@ __all__ = [
     "keep_top",
     "make_baseline",
     "meaningful_perturbation",
+    "method_defaults",
+    "method_description",
+    "method_hparams",
+    "method_names",
+    "needs_key",
     "normalize_abs",
     "normalize_diverging",
     "normalize_percentile",

@@ -80,6 +80,58 @@ def test_target_all_gives_every_class_map(tmp_path, weights):
                              rtol=1e-4, atol=1e-7)
 
 
+def test_class_relevant_and_noisy_maps_are_the_methods_maps(tmp_path, weights, capsys):
+  out = tmp_path / "cr"
+  chelsea = os.path.join(SAMPLES, "chelsea.png")
+  rc = cli.main(["explain", chelsea, os.path.join(SAMPLES, "coffee.png"), "--model",
+                 f"resnet18:{weights}", "--size", "32", "--methods", "cgi", "var",
+                 "smoothgrad", "--param", "smoothgrad.samples=3", "--batch-size", "2", "--out", str(out)])
+  assert rc == 0
+  summary = json.load(open(out / "explain.json"))
+  assert summary["params"]["cgi"] == {"chunk_size": None}
+  assert summary["params"]["smoothgrad"]["samples"] == 3
+  printed = capsys.readouterr().out
+  pred = summary["images"][0]["predicted"]
+  assert f"explained class {pred} ({summary['images'][0]['predicted_name']})" in printed
+  m = explain.load_model(f"resnet18:{weights}", size=32)
+  x = jnp.asarray(m.normalize(m.view(explain.read_image(chelsea))[None]))
+  t = jnp.asarray([pred])
+  key = jax.random.fold_in(jax.random.key(0), 0)[None]   # image 0 of the files, seed 0
+  # Jitted, as explain is: CGI's winner at a near tie can differ between jit and eager.
+  expected = jax.jit(lambda p, x, t, key: {
+      "cgi": A.cgi(m.apply_fn, p, x, t),
+      "var": A.var(A.gradient_x_input)(m.apply_fn, p, x, t),
+      "smoothgrad": A.smoothgrad(A.gradient, samples=3)(m.apply_fn, p, x, t, key=key),
+  })(m.params, x, t, key)
+  for name, e in expected.items():
+    e = np.asarray(e)[0]
+    got = np.load(out / "chelsea" / f"{name}.npy")
+    assert np.abs(e).max() > 0, name
+    np.testing.assert_allclose(got, e, rtol=1e-4, atol=1e-5 * np.abs(e).max(), err_msg=name)
+  # Batch size 1 gives the same noisy maps as batch size 2: the keys follow the files.
+  out1 = tmp_path / "cr1"
+  explain.explain([chelsea, os.path.join(SAMPLES, "coffee.png")], m, ["smoothgrad"],
+                  out=str(out1), params=["smoothgrad.samples=3"], batch_size=1, progress=False)
+  np.testing.assert_allclose(np.load(out1 / "coffee" / "smoothgrad.npy"),
+                             np.load(out / "coffee" / "smoothgrad.npy"), rtol=1e-5, atol=1e-7)
+
+
+def test_target_all_with_cgi_gives_each_class_its_cgi_map(tmp_path, weights):
+  out = tmp_path / "allcgi"
+  coffee = os.path.join(SAMPLES, "coffee.png")
+  explain.explain([coffee], f"resnet18:{weights}", ["cgi"], out=str(out), target="all", size=32,
+                  progress=False)
+  maps = np.load(out / "coffee" / "cgi.npy")
+  m = explain.load_model(f"resnet18:{weights}", size=32)
+  x = jnp.asarray(m.normalize(m.view(explain.read_image(coffee))[None]))
+  assert maps.shape == (12, 32, 32, 3)
+  cgi = jax.jit(lambda p, x, t: A.cgi(m.apply_fn, p, x, t))
+  for c in (0, 7):
+    e = np.asarray(cgi(m.params, x, jnp.asarray([c])))[0]
+    np.testing.assert_allclose(maps[c], e, rtol=1e-4, atol=1e-6 * max(np.abs(e).max(), 1e-6))
+  assert np.abs(maps).max() > 0
+
+
 def _fails(tmp_path, capsys, argv, message):
   out = tmp_path / "never"
   assert cli.main(["explain", *argv, "--out", str(out)]) == 2
@@ -99,8 +151,16 @@ def test_bad_input_is_refused_clearly_and_nothing_is_written(tmp_path, weights, 
   (tmp_path / "empty").mkdir()
   _fails(tmp_path, capsys, [str(tmp_path / "empty"), *model], "has no images (.png, .jpg, .jpeg")
   err = _fails(tmp_path, capsys, [chelsea, *model, "--methods", "gradient", "saliency_magic"],
-               "unknown method 'saliency_magic'; known methods: deconvnet, gradcam, gradient,")
-  assert "integrated_gradients" in err
+               "unknown method 'saliency_magic'; known methods: cgi, deconvnet, gradcam, gradient,")
+  assert "integrated_gradients" in err and "optimized_mask" in err and "var" in err
+  _fails(tmp_path, capsys, [chelsea, *model, "--methods", "gradient", "--param",
+                            "gradient.steps=4"],
+         "param gradient.steps: 'gradient' takes no 'steps'; it takes: nothing")
+  _fails(tmp_path, capsys, [chelsea, *model, "--methods", "gradient", "--param",
+                            "integrated_gradients.steps=4"],
+         "'integrated_gradients' is not among the methods asked for (gradient)")
+  _fails(tmp_path, capsys, [chelsea, *model, "--param", "steps=4"],
+         "param 'steps=4': expected METHOD.NAME=VALUE")
   _fails(tmp_path, capsys, [chelsea, *model, "--target", "12"],
          "target must be a class index in [0, 12); got 12")
   # A weights file with a key missing and one extra: both named.

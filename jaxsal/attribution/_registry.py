@@ -1,0 +1,235 @@
+"""Attribution methods by name, with defaults that work on any image size.
+
+A command line, a config file or a notebook names a method as a string;
+``get_method(name, **hparams)`` turns it into one callable with the common
+signature ``fn(apply_fn, params, x, target, *, key=None) -> maps``, whatever
+the method's own shape (``smoothgrad`` and ``var`` wrap a base method, RISE
+shares its masks across the batch). ``jaxsal explain`` and ``jaxsal demo``
+both go through it, so they compute the same map for the same name.
+
+``key`` is one typed key or ``[B]`` keys, one per image. Per-image keys make
+every stochastic method's map of an image independent of the batch it is
+in, except RISE's: its masks are shared by the batch and drawn with the
+first key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxsal.attribution._competition import cgi
+from jaxsal.attribution._gradcam import gradcam, guided_gradcam
+from jaxsal.attribution._gradient import gradient, gradient_x_input
+from jaxsal.attribution._guided import deconvnet, guided_backprop
+from jaxsal.attribution._integrated_gradients import integrated_gradients
+from jaxsal.attribution._meaningful_perturbation import meaningful_perturbation
+from jaxsal.attribution._occlusion import occlusion
+from jaxsal.attribution._optimized_mask import optimized_mask
+from jaxsal.attribution._rise import rise
+from jaxsal.attribution._smoothgrad import smoothgrad
+from jaxsal.attribution._var import var
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  description: str
+  defaults: Mapping[str, Any]
+  make: Callable[[dict[str, Any]], Callable]   # hparams -> fn(af, p, x, t, key)
+  hparams: frozenset[str]                      # every name get_method accepts for it
+  stochastic: bool = False                     # needs a key
+
+
+def _plain(method: Callable) -> Callable[[dict[str, Any]], Callable]:
+  def make(h):
+    return lambda af, p, x, t, key: method(af, p, x, t, key=key, **h)
+  return make
+
+
+def _occlusion(h):
+  def fn(af, p, x, t, key):
+    kw = dict(h)
+    side = min(x.shape[1], x.shape[2])
+    if kw.get("patch") is None:
+      kw["patch"] = max(side // 8, 1)
+    if kw.get("stride") is None:
+      kw["stride"] = max(kw["patch"] // 2, 1) if isinstance(kw["patch"], int) else kw["patch"]
+    return occlusion(af, p, x, t, **kw)
+  return fn
+
+
+def _rise(h):
+  def fn(af, p, x, t, key):
+    if key is not None and jnp.ndim(key) == 1:
+      key = key[0]   # one set of masks for the whole batch
+    return rise(af, p, x, t, key=key, **h)
+  return fn
+
+
+def _meaningful_perturbation(h):
+  def fn(af, p, x, t, key):
+    kw = dict(h)
+    if kw.get("mask_size") is None:
+      kw["mask_size"] = max(min(x.shape[1], x.shape[2]) // 8, 2)
+    return meaningful_perturbation(af, p, x, t, key=key, **kw)
+  return fn
+
+
+def _smoothgrad(h):
+  kw = dict(h)
+  base = get_method(kw.pop("method"))
+  wrapped = smoothgrad(lambda af, p, x, t, key=None: base(af, p, x, t),
+                       samples=kw["samples"], sigma=kw["sigma"], mode=kw["mode"],
+                       chunk_size=kw["chunk_size"])
+  return lambda af, p, x, t, key: wrapped(af, p, x, t, key=key)
+
+
+def _var(h):
+  kw = dict(h)
+  base_name = kw.pop("method")
+  base = {"gradient": gradient, "gradient_x_input": gradient_x_input,
+          "integrated_gradients": integrated_gradients,
+          "guided_backprop": guided_backprop}[base_name]
+  base_kw = {"steps": kw.pop("steps")} if base_name == "integrated_gradients" else {}
+  kw.pop("steps", None)
+  wrapped = var(base, **kw)
+  return lambda af, p, x, t, key: wrapped(af, p, x, t, **base_kw)
+
+
+_VAR_BASES = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop")
+# smoothgrad averages a deterministic method: the noise is its only randomness.
+_SMOOTHGRAD_BASES = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop",
+                     "deconvnet", "gradcam", "guided_gradcam")
+
+_ENTRIES: dict[str, _Entry] = {
+    "gradient": _Entry(
+        "the gradient of the class logit with respect to the input", {}, _plain(gradient),
+        frozenset()),
+    "gradient_x_input": _Entry(
+        "the gradient times the input", {}, _plain(gradient_x_input), frozenset()),
+    "integrated_gradients": _Entry(
+        "integrated gradients from a zero baseline (Gauss-Legendre)",
+        {"steps": 32, "chunk_size": 8}, _plain(integrated_gradients),
+        frozenset({"steps", "chunk_size", "rule", "baseline", "blur_sigma"})),
+    "smoothgrad": _Entry(
+        "the gradient averaged over noisy copies of the input",
+        {"method": "gradient", "samples": 16, "sigma": 0.15, "mode": "smoothgrad",
+         "chunk_size": 8},
+        _smoothgrad, frozenset({"method", "samples", "sigma", "mode", "chunk_size"}),
+        stochastic=True),
+    "guided_backprop": _Entry(
+        "guided backpropagation (ReLU gradients of negative signals cut)", {},
+        _plain(guided_backprop), frozenset()),
+    "deconvnet": _Entry("the deconvnet rule for ReLUs", {}, _plain(deconvnet), frozenset()),
+    "gradcam": _Entry(
+        "Grad-CAM on the last stage's features (tap l4), upsampled", {"layer": "l4"},
+        _plain(gradcam), frozenset({"layer", "relu", "upsample"})),
+    "guided_gradcam": _Entry(
+        "guided backpropagation times Grad-CAM", {"layer": "l4"}, _plain(guided_gradcam),
+        frozenset({"layer", "upsample"})),
+    "occlusion": _Entry(
+        "the logit's drop when a patch is blanked (patch: 1/8 of the side by default)",
+        {"patch": None, "stride": None, "chunk_size": 16}, _occlusion,
+        frozenset({"patch", "stride", "baseline", "chunk_size"})),
+    "rise": _Entry(
+        "RISE: random masks weighted by the class probability",
+        {"num_masks": 256, "chunk_size": 32}, _rise,
+        frozenset({"num_masks", "grid_size", "p", "chunk_size", "output", "baseline"}),
+        stochastic=True),
+    "meaningful_perturbation": _Entry(
+        "a smooth deletion mask, optimised per image (Fong & Vedaldi 2017)",
+        {"steps": 300, "mask_size": None}, _meaningful_perturbation,
+        frozenset({"steps", "mask_size", "mode", "learning_rate", "l1_coeff", "tv_coeff",
+                   "tv_beta", "blur_sigma"})),
+    "optimized_mask": _Entry(
+        "a preservation mask optimised per image from a random start (Thakur & Fischmeister "
+        "2020, our reading)",
+        {"steps": 300}, _plain(optimized_mask),
+        frozenset({"steps", "learning_rate", "mask_scale", "lam_area", "lam_tv", "tv_beta",
+                   "substrate", "blur_sigma", "init_std"}),
+        stochastic=True),
+    "cgi": _Entry(
+        "competitive gradient x input: pixels the class wins against all classes (CGI)",
+        {"chunk_size": None}, _plain(cgi), frozenset({"chunk_size", "per"})),
+    "var": _Entry(
+        "VAR over gradient x input: attribution the contrastive classes share is damped",
+        {"method": "gradient_x_input", "steps": 32}, _var,
+        frozenset({"method", "steps", "classes", "temperature", "tau", "top_n", "chunk_size"})),
+}
+
+
+def method_names() -> tuple[str, ...]:
+  """Every name ``get_method`` knows, in a fixed order (gradients, CAM, perturbation, classes)."""
+  return tuple(_ENTRIES)
+
+
+def method_description(name: str) -> str:
+  """One line on what ``name``'s map is."""
+  return _entry(name).description
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+  """The hyperparameters ``get_method(name)`` uses unless told otherwise (None: from the image)."""
+  return dict(_entry(name).defaults)
+
+
+def method_hparams(name: str) -> tuple[str, ...]:
+  """The hyperparameter names ``get_method(name, ...)`` accepts, sorted."""
+  return tuple(sorted(_entry(name).hparams))
+
+
+def needs_key(name: str) -> bool:
+  """Whether ``name``'s maps are drawn at random (then ``key`` is required)."""
+  return _entry(name).stochastic
+
+
+def _entry(name: str) -> _Entry:
+  if name not in _ENTRIES:
+    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_ENTRIES))}")
+  return _ENTRIES[name]
+
+
+def get_method(name: str, **hparams: Any) -> Callable:
+  """The method called ``name`` with its defaults, overridden by ``hparams``.
+
+  Args:
+    name: one of :func:`method_names`.
+    **hparams: the method's own keyword arguments (see :func:`method_hparams`);
+      for ``smoothgrad`` and ``var``, ``method`` names the base method
+      (``var``'s ``steps`` go to integrated gradients as its base).
+
+  Returns:
+    ``fn(apply_fn, params, x, target, *, key=None) -> [B, H, W, C]`` maps,
+    a pure function that works under ``jit`` and ``vmap``.
+
+  Raises:
+    ValueError: an unknown name, or a hyperparameter the method does not take
+      (the ones it takes are listed).
+
+  Example:
+    >>> fn = get_method("integrated_gradients", steps=64)
+    >>> maps = fn(apply_fn, params, x, target)
+  """
+  e = _entry(name)
+  unknown = sorted(set(hparams) - e.hparams)
+  if unknown:
+    known = ", ".join(sorted(e.hparams)) or "none"
+    raise ValueError(f"method {name!r} takes no hyperparameter "
+                     f"{', '.join(repr(u) for u in unknown)}; it takes: {known}")
+  h = {**e.defaults, **hparams}
+  if name == "smoothgrad" and h["method"] not in _SMOOTHGRAD_BASES:
+    raise ValueError(f"smoothgrad's method must be one of {', '.join(_SMOOTHGRAD_BASES)}; "
+                     f"got {h['method']!r}")
+  if name == "var" and h["method"] not in _VAR_BASES:
+    raise ValueError(f"var's method must be one of {', '.join(_VAR_BASES)}; got {h['method']!r}")
+  core = e.make(h)
+
+  def fn(apply_fn, params, x, target, *, key=None):
+    return core(apply_fn, params, x, target, key)
+
+  fn.__name__ = name
+  fn.__doc__ = f"{name}: {e.description} ({', '.join(f'{k}={v!r}' for k, v in h.items())})."
+  return fn

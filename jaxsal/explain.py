@@ -12,6 +12,10 @@ to the workdir's training size (and its channels), or, for torchvision
 weights, shorter side to ``size / 0.875`` and the central ``size x size``
 crop, normalised with ImageNet's mean and standard deviation.
 
+The methods are those of ``jaxsal.attribution.get_method`` (all 14, CGI and
+VAR included), with its defaults; ``params`` (``--param METHOD.NAME=VALUE``)
+changes any of them.
+
 For every image and method the output folder gets ``<image>/<method>.npy``
 (the raw map ``[H, W, C]`` of the explained class, or ``[K, H, W, C]`` for
 ``--target all``) and ``<image>/<method>.png`` (image, heat map, blend,
@@ -34,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -263,7 +268,7 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
     params: method hyperparameters over the defaults of
       ``jaxsal.attribution.get_method``: ``METHOD.NAME=VALUE`` strings
       (``integrated_gradients.steps=64``) or ``{method: {name: value}}``.
-    progress: print a line per method.
+    progress: a progress bar over methods and batches, and a line per method.
 
   Returns:
     The summary also written to ``out/explain.json``.
@@ -291,13 +296,16 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
   k = logits.shape[1]
   maps: dict[str, np.ndarray] = {}
   used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
+  fns = {n: _method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
+  starts = list(range(0, len(files), batch_size))
+  bar = tqdm(total=len(methods) * len(starts), desc="explain", unit="batch",
+             disable=not progress, dynamic_ncols=True)
   for name in methods:
     t1 = time.perf_counter()
-    fn = _method_fn(name, used[name], mode)
-    call = jax.jit(lambda p, x, t, key, fn=fn: fn(m.apply_fn, p, x, t, key))
-    run = lambda x, t, key, call=call: call(m.params, x, t, key)  # noqa: E731
+    bar.set_postfix_str(name)
+    call = jax.jit(lambda p, x, t, key, fn=fns[name]: fn(m.apply_fn, p, x, t, key))
     parts = []
-    for i in range(0, len(files), batch_size):
+    for i in starts:
       x = jnp.asarray(x_all[i:i + batch_size])
       # One key per image, from its position among the files: the noise an
       # image gets does not depend on the batch it falls in (RISE's shared
@@ -305,11 +313,16 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
       key = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(
           jnp.arange(i, min(i + batch_size, len(files))))
       t = None if targets is None else jnp.asarray(targets[i:i + batch_size])
-      parts.append(np.asarray(run(x, t, key), np.float32))
+      parts.append(np.asarray(call(m.params, x, t, key), np.float32))
+      bar.update(1)
     maps[name] = np.concatenate(parts, axis=1 if mode == "all" else 0)
+    if not np.all(np.isfinite(maps[name])):
+      bar.close()
+      raise ValueError(f"{name} gave non-finite maps (NaN or inf); nothing was written")
     if progress:
-      print(f"jaxsal explain: {name} on {len(files)} images in {time.perf_counter() - t1:.1f}s",
-            flush=True)
+      bar.write(f"jaxsal explain: {name} on {len(files)} images in "
+                f"{time.perf_counter() - t1:.1f}s")
+  bar.close()
 
   parent = os.path.dirname(os.path.abspath(out)) or "."
   os.makedirs(parent, exist_ok=True)

@@ -335,7 +335,7 @@ def _plot_gallery(gal: dict[str, Any], path: str) -> None:
   from jaxsal import figures
   titles = [f"label {lab}, predicted {p}" for lab, p in zip(gal["labels"], gal["predicted"])]
   figures.method_grid(list(gal["images"]), gal["maps"], row_titles=titles, boxes=gal["boxes"],
-                      cell_size=1.5, path=path)
+                      cell_size=1.5, style="heat", path=path)
 
 
 def _environment() -> dict[str, Any]:
@@ -376,7 +376,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}
-thead th{background:#f3f3f3} table.text td{text-align:left}
+thead th{background:#f3f3f3} table.text td,table.text th{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 .note{color:#555;font-size:.92em} code{background:#f5f5f5;padding:0 .2em}
 """
@@ -406,8 +406,9 @@ def render_report(metrics: dict[str, Any], paths: dict[str, str]) -> str:
   gal = metrics["gallery"]
   parts += ["<h2>Every method on held-out images</h2>",
             f"<p>{gal['num_images']} test images (the true box drawn in green), each explained for "
-            f"its predicted class by {len(gal['methods'])} methods; the blend shows the map's "
-            f"absolute value over the image in grey ({sec['gallery']:.0f} s).</p>",
+            f"its predicted class by {len(gal['methods'])} methods; each map is its absolute value "
+            f"summed over channels, scaled to its 99.5th percentile and coloured from black "
+            f"(0) to yellow (1) ({sec['gallery']:.0f} s).</p>",
             _img(paths["gallery"], "every method on held-out images"),
             _table(["method", "what the map is", "seconds"],
                    [[f"<code>{e(m)}</code>", e(method_note(m)),

@@ -105,8 +105,8 @@ def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
 
 def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarray]], *,
                 row_titles: Sequence[str] | None = None, boxes: np.ndarray | None = None,
-                cell_size: float = 2.1, path: str | None = None):
-  """A grid: one row per image, the image then one blended map per method.
+                cell_size: float = 2.1, style: str = "blend", path: str | None = None):
+  """A grid: one row per image, the image then one map per method.
 
   Args:
     images: ``N`` images ``[H, W, C]`` in [0, 1].
@@ -115,9 +115,14 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
     boxes: optional int ``[N, 4]`` ``(y0, x0, y1, x1)`` end-exclusive boxes,
       drawn in green on the image column (e.g. the true object boxes).
     cell_size: inches per panel.
+    style: ``'blend'`` (the heat map over the image in grey, see :func:`blend`)
+      or ``'heat'`` (the heat map alone, see :func:`heatmap`: clearer on
+      small or dark images).
     path: where to save the figure (PNG), if given.
   """
   plt = _pyplot()
+  if style not in ("blend", "heat"):
+    raise ValueError(f"style must be 'blend' or 'heat'; got {style!r}")
   n, names = len(images), list(maps)
   for name in names:
     if len(maps[name]) != n:
@@ -134,7 +139,8 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
       axes[i, 0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
                                          edgecolor="lime", linewidth=1.2))
     for j, name in enumerate(names):
-      axes[i, j + 1].imshow(blend(image, maps[name][i]), interpolation="nearest")
+      shown = blend(image, maps[name][i]) if style == "blend" else heatmap(maps[name][i])
+      axes[i, j + 1].imshow(shown, interpolation="nearest")
       if i == 0:
         axes[i, j + 1].set_title(name, fontsize=8)
   for ax in axes.ravel():

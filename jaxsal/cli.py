@@ -156,6 +156,13 @@ def _cmd_demo(args) -> int:
   if "gradient" in sanity:
     summary.append(f"gradient's rank correlation after full randomisation "
                    f"{sanity['gradient']['spearman_abs']:.2f}")
+  rec = m["reconstruction"]
+  area = str(rec["areas"][0])
+  kept = {k: r[area]["kept_mean"] for k, r in rec["rows"].items()}
+  if "optimized_mask" in kept and "random_pixels" in kept:
+    summary.append(f"reconstructions from the optimised mask's top {float(area):.0%} keep the "
+                   f"decision {kept['optimized_mask']:.0%} of the time (random pixels "
+                   f"{kept['random_pixels']:.0%})")
   print(f"jaxsal: demo done in {m['seconds']['total']:.0f}s ({'; '.join(summary)}); "
         f"{len(m['gallery']['methods'])} methods on {m['gallery']['num_images']} images")
   print(f"jaxsal: report: {os.path.abspath(res['paths']['report'])} "

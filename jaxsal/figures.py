@@ -1,4 +1,4 @@
-"""Figures of saliency maps: overlays, a method-by-image grid, sanity-check cascades and curves, metric tables.
+"""Figures of saliency maps: overlays, a method-by-image grid, reconstructions, sanity-check cascades and curves, metric tables.
 
 matplotlib, headless by default.
 
@@ -145,6 +145,60 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
         axes[i, j + 1].set_title(name, fontsize=8)
   for ax in axes.ravel():
     ax.axis("off")
+  return _finish(fig, path)
+
+
+def reconstruction_grid(images: Sequence[np.ndarray], keep: Sequence[np.ndarray],
+                        samples: np.ndarray, *, predicted: np.ndarray | None = None,
+                        clean: Sequence[int] | None = None, title: str = "",
+                        cell_size: float = 1.6, path: str | None = None):
+  """One row per image: the image, the pixels kept, then each reconstruction.
+
+  Args:
+    images: ``N`` images ``[H, W, C]`` in [0, 1].
+    keep: ``N`` masks ``[H, W]`` in [0, 1] (what was kept; shown over black).
+    samples: ``[S, N, H, W, C]`` reconstructions (``jaxsal.attribution.reconstruct``).
+    predicted: optional ``[S, N]`` classes of the samples, written over each;
+      in green where it equals ``clean[n]`` (the class of the clean image), else red.
+    clean: optional ``N`` classes of the clean images.
+    title: the figure's title.
+    cell_size: inches per panel.
+    path: where to save the figure (PNG), if given.
+  """
+  plt = _pyplot()
+  samples = np.asarray(samples)
+  n = len(images)
+  if samples.ndim != 5 or samples.shape[1] != n:
+    raise ValueError(f"samples must be [S, N, H, W, C] with N = {n}; got shape {samples.shape}")
+  if len(keep) != n:
+    raise ValueError(f"keep has {len(keep)} masks for {n} images")
+  s = samples.shape[0]
+  if predicted is not None and np.shape(predicted) != (s, n):
+    raise ValueError(f"predicted must be [S, N] = [{s}, {n}]; got shape {np.shape(predicted)}")
+  fig, axes = plt.subplots(n, s + 2, figsize=(cell_size * (s + 2), (cell_size + 0.25) * n + 0.4),
+                           squeeze=False)
+  for i in range(n):
+    k = np.asarray(keep[i], np.float64)
+    k = k[..., 0] if k.ndim == 3 else k
+    axes[i, 0].imshow(_rgb(images[i]), interpolation="nearest")
+    axes[i, 0].set_title("image" if clean is None else f"image: predicted {int(clean[i])}",
+                         fontsize=8)
+    axes[i, 1].imshow(_rgb(images[i]) * k[..., None], interpolation="nearest")
+    axes[i, 1].set_title(f"kept ({k.mean():.0%})", fontsize=8)
+    for j in range(s):
+      axes[i, j + 2].imshow(_rgb(samples[j, i]), interpolation="nearest")
+      if predicted is not None:
+        p = int(predicted[j, i])
+        same = clean is not None and p == int(clean[i])
+        axes[i, j + 2].set_title(f"sample {j + 1}: {p}", fontsize=8,
+                                 color="green" if same else ("red" if clean is not None
+                                                             else "black"))
+      else:
+        axes[i, j + 2].set_title(f"sample {j + 1}", fontsize=8)
+  for ax in axes.ravel():
+    ax.axis("off")
+  if title:
+    fig.suptitle(title, fontsize=9)
   return _finish(fig, path)
 
 

@@ -51,6 +51,14 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   assert set(m["grid_pointing"]["grids"]["2x2"]) == {"gradient_x_input/alone",
                                                      "gradient_x_input/cgi",
                                                      "gradient_x_input/var"}
+  rec = json.loads((work / "reconstruction.json").read_text())
+  assert m["reconstruction"]["rows"] == rec["rows"]
+  assert list(rec["rows"]) == ["masker", "random_pixels"]
+  for row in rec["rows"].values():
+    assert 0 <= row["0.1"]["kept_mean"] <= 1
+  assert m["reconstruction"]["generator"]["steps"] == 6
+  assert (work / "generator" / "generator.json").is_file()
+  assert m["reconstruction"]["example"]["method"] == "optimized_mask"
   san = json.loads((work / "sanity" / "sanity.json").read_text())["results"]["cascading"]
   for method in ("gradient",):
     for k in METRICS:
@@ -80,7 +88,7 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   html = (work / "report.html").read_text()
   assert "<script" not in html and "http://" not in html and "https://" not in html
   pngs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
-  assert len(pngs) == 4                               # gallery, grid, cascade, curves
+  assert len(pngs) == 5                  # gallery, grid, cascade, curves, reconstructions
   for b64 in pngs:
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("L"), np.float32)
     assert min(img.shape) >= 100 and img.std() > 10
@@ -91,6 +99,9 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   for variant in ("alone", "cgi", "var"):
     assert f"<th>{variant}</th>" in html
   assert "cascading model randomisation" in html
+  assert "Reconstructions from the salient pixels" in html
+  for name in m["reconstruction"]["rows"]:
+    assert f"<code>{name}</code>" in html
   loc = m["localization"]["rows"]["center box"]
   assert f"{loc['le']:.3f}" in html
 
@@ -128,6 +139,9 @@ def test_the_report_renders_its_figures_in_a_headless_browser(demo_run, tmp_path
     ("gallery.num_images=0", "gallery.num_images must be a positive integer; got 0"),
     ("sanity.modes=('independent',)", "sanity.modes must include 'cascading'"),
     ("localization.methods=('lrp',)", "unknown method 'lrp'"),
+    ("reconstruction.methods=('lime',)", "unknown method 'lime'"),
+    ("reconstruction.masker_variant='fix'", "reconstruction.masker_variant 'fix' is not among "
+                                            "localization.maskers"),
 ])
 def test_a_bad_demo_config_is_refused_before_anything_is_written(override, match, tmp_path,
                                                                  capsys):

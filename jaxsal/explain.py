@@ -110,18 +110,12 @@ def _hparams(name: str, given: dict[str, Any], num_classes: int) -> dict[str, An
 
 
 def _method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
-  """``fn(apply_fn, params, x, target, key)``; for ``mode == 'all'``, ``[K, B, ...]`` maps."""
+  """``fn(apply_fn, params, x, target, key)``; for ``mode == 'all'``, ``[K, B, ...]`` maps.
+
+  With ``all``, methods that explain many classes at once do so through
+  ``all_classes`` (RISE's shared forward passes; CGI's one set of class maps).
+  """
   from jaxsal import attribution as A
-  if mode == "all" and name == "cgi":
-    # Every class's CGI map from one set of class maps: K backward passes, not K * K.
-    per = h.get("per", "pixel")
-    chunk = h.get("chunk_size")
-    return lambda af, p, x, t, key: A.competition_from_maps(
-        A.all_classes(A.gradient_x_input, chunk_size=chunk)(af, p, x), per=per)
-  if mode == "all" and name == "rise":
-    # RISE's forward passes serve every class at once (all_classes' hook for A.rise).
-    every_rise = A.all_classes(A.rise)
-    return lambda af, p, x, t, key: every_rise(af, p, x, key=key[0], **h)
   fn = A.get_method(name, **h)
   if mode == "all":
     every = A.all_classes(fn, chunk_size=16)

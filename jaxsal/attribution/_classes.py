@@ -11,11 +11,18 @@ import numpy as np
 
 from jaxsal import _checks
 from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
-from jaxsal.attribution._rise import rise, rise_for_classes
 
-# Methods whose one set of forward passes serves every class: for_classes
-# calls these with the [K, B] targets instead of vmapping over classes.
-_ALL_CLASS_HOOKS: dict[Callable, Callable] = {rise: rise_for_classes}
+
+def class_maps_hook(method: Callable) -> Callable | None:
+  """``method``'s own way to explain many classes at once, if it has one.
+
+  A method may carry ``method.class_maps_hook(apply_fn, params, x, targets,
+  **kwargs) -> [K, B, ...]`` for targets ``[K, B]``, cheaper than vmapping it
+  over the targets: RISE's forward passes serve every class, and a
+  competitive method (CGI) needs every class's base map only once, not once
+  per target.
+  """
+  return getattr(method, "class_maps_hook", None)
 
 
 def check_classes(classes: Any, k: int, batch: int) -> jax.Array:
@@ -48,8 +55,9 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
     classes: int ``[K]`` (the same classes for every image) or ``[K, B]``.
     chunk_size: explain this many classes at a time (``lax.map`` over chunks),
       bounding memory for 1000-class models; default all at once. Ignored
-      for ``rise``, whose forward passes already serve every class at once
-      (its own ``chunk_size`` bounds memory).
+      for methods with a ``class_maps_hook`` (``rise``, whose forward passes
+      already serve every class, and competitive methods such as ``cgi``):
+      their own ``chunk_size`` bounds memory.
 
   Returns:
     ``fn(apply_fn, params, x, **kw) -> [K, B, H, W, C]``.
@@ -75,16 +83,16 @@ def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Ar
   never meets this function's, which chunks the classes).
 
   The building block of ``for_classes``, ``competition`` and ``var``: callers
-  have checked ``x`` and the targets. Methods in ``_ALL_CLASS_HOOKS`` serve
-  every target from one set of forward passes; the others are vmapped over
-  the targets, ``chunk_size`` at a time if given.
+  have checked ``x`` and the targets. Methods with a ``class_maps_hook``
+  serve every target through it; the others are vmapped over the targets,
+  ``chunk_size`` at a time if given.
   """
   if chunk_size is not None:
     _checks.check_positive_int(chunk_size, "chunk_size")
   kwargs = dict(kwargs or {})
   one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
   with nested_calls():
-    hook = _ALL_CLASS_HOOKS.get(method)
+    hook = class_maps_hook(method)
     if hook is not None:
       return hook(apply_fn, params, x, targets, **kwargs)
     if chunk_size is None or chunk_size >= targets.shape[0]:

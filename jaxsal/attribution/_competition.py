@@ -68,6 +68,28 @@ def competition_from_maps(maps: jax.Array, *, per: str = "pixel") -> jax.Array:
   return jnp.where(wins, maps, jnp.zeros_like(maps))
 
 
+def _for_classes(method: Callable, per: str, chunk_size: int | None) -> Callable:
+  """The competitive maps of targets ``[K', B]`` from one set of every class's maps.
+
+  ``for_classes`` / ``all_classes`` of a competitive method call this instead
+  of running one competition per target: ``K`` maps of ``method`` (``chunk_size``
+  classes at a time), competed once (``competition_from_maps``), then the
+  targets' rows. That is ``K`` base maps where vmapping the competition over
+  ``K'`` targets would compute ``K * K'``; it holds all ``K`` maps at once.
+  """
+
+  def hook(apply_fn, params, x, targets, *, key=None, **kwargs):
+    if key is not None:
+      kwargs["key"] = key
+    k, b = num_classes(apply_fn, params, x), x.shape[0]
+    every = class_maps(method, apply_fn, params, x,
+                       jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[:, None], (k, b)), kwargs,
+                       chunk_size=chunk_size)
+    return competition_from_maps(every, per=per)[targets, jnp.arange(b)[None, :]]
+
+  return hook
+
+
 def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None = None) -> Callable:
   """Competition for pixels over ``method``: the target keeps only the pixels it wins.
 
@@ -146,6 +168,7 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
         (hi, lo, mine), _ = jax.lax.scan(step, init, (classes, valid))
     return jnp.where(_wins(_scores(mine, per), hi, lo), mine, jnp.zeros_like(mine))
 
+  explain.class_maps_hook = _for_classes(method, per, chunk_size)
   explain.__name__ = f"competition({getattr(method, '__name__', 'method')})"
   explain.__doc__ = f"Competition for pixels over ``{getattr(method, '__name__', 'method')}``."
   return explain
@@ -178,3 +201,11 @@ def cgi(apply_fn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Arra
   del key
   return competition(gradient_x_input, per=per, chunk_size=chunk_size)(apply_fn, params, x, target)
 
+
+def _cgi_for_classes(apply_fn, params, x, targets, *, key=None, per: str = "pixel",
+                     chunk_size: int | None = None):
+  _checks.check_choice(per, "per", PER)
+  return _for_classes(gradient_x_input, per, chunk_size)(apply_fn, params, x, targets)
+
+
+cgi.class_maps_hook = _cgi_for_classes

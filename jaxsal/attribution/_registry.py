@@ -41,6 +41,9 @@ class _Entry:
   make: Callable[[dict[str, Any]], Callable]   # hparams -> fn(af, p, x, t, key)
   hparams: frozenset[str]                      # every name get_method accepts for it
   stochastic: bool = False                     # needs a key
+  # hparams -> class_maps_hook(af, p, x, targets, *, key): how for_classes and
+  # all_classes explain many classes at once (see _classes.class_maps_hook).
+  hook: Callable[[dict[str, Any]], Callable] | None = None
 
 
 def _plain(method: Callable) -> Callable[[dict[str, Any]], Callable]:
@@ -61,12 +64,23 @@ def _occlusion(h):
   return fn
 
 
+def _first(key):
+  """RISE draws one set of masks for the whole batch: from the first of per-image keys."""
+  return key[0] if key is not None and jnp.ndim(key) == 1 else key
+
+
 def _rise(h):
-  def fn(af, p, x, t, key):
-    if key is not None and jnp.ndim(key) == 1:
-      key = key[0]   # one set of masks for the whole batch
-    return rise(af, p, x, t, key=key, **h)
-  return fn
+  return lambda af, p, x, t, key: rise(af, p, x, t, key=_first(key), **h)
+
+
+def _hook_of(method: Callable, first_key: bool = False) -> Callable[[dict[str, Any]], Callable]:
+  """``method``'s own class_maps_hook, with the entry's hyperparameters bound."""
+  def make(h):
+    def hook(af, p, x, targets, *, key=None):
+      return method.class_maps_hook(af, p, x, targets, key=_first(key) if first_key else key,
+                                    **h)
+    return hook
+  return make
 
 
 def _meaningful_perturbation(h):
@@ -93,8 +107,8 @@ def _var(h):
   base = {"gradient": gradient, "gradient_x_input": gradient_x_input,
           "integrated_gradients": integrated_gradients,
           "guided_backprop": guided_backprop}[base_name]
-  base_kw = {"steps": kw.pop("steps")} if base_name == "integrated_gradients" else {}
-  kw.pop("steps", None)
+  steps = kw.pop("steps")   # integrated gradients' steps; unused by the other bases
+  base_kw = {"steps": steps} if base_name == "integrated_gradients" else {}
   wrapped = var(base, **kw)
   return lambda af, p, x, t, key: wrapped(af, p, x, t, **base_kw)
 
@@ -138,7 +152,7 @@ _ENTRIES: dict[str, _Entry] = {
         "RISE: random masks weighted by the class probability",
         {"num_masks": 256, "chunk_size": 32}, _rise,
         frozenset({"num_masks", "grid_size", "p", "chunk_size", "output", "baseline"}),
-        stochastic=True),
+        stochastic=True, hook=_hook_of(rise, first_key=True)),
     "meaningful_perturbation": _Entry(
         "a smooth deletion mask, optimised per image (Fong & Vedaldi 2017)",
         {"steps": 300, "mask_size": None}, _meaningful_perturbation,
@@ -153,7 +167,8 @@ _ENTRIES: dict[str, _Entry] = {
         stochastic=True),
     "cgi": _Entry(
         "competitive gradient x input: pixels the class wins against all classes (CGI)",
-        {"chunk_size": None}, _plain(cgi), frozenset({"chunk_size", "per"})),
+        {"chunk_size": None}, _plain(cgi), frozenset({"chunk_size", "per"}),
+        hook=_hook_of(cgi)),
     "var": _Entry(
         "VAR over gradient x input: attribution the contrastive classes share is damped",
         {"method": "gradient_x_input", "steps": 32}, _var,
@@ -230,6 +245,8 @@ def get_method(name: str, **hparams: Any) -> Callable:
   def fn(apply_fn, params, x, target, *, key=None):
     return core(apply_fn, params, x, target, key)
 
+  if e.hook is not None:
+    fn.class_maps_hook = e.hook(h)
   fn.__name__ = name
   fn.__doc__ = f"{name}: {e.description} ({', '.join(f'{k}={v!r}' for k, v in h.items())})."
   return fn

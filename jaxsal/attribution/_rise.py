@@ -146,3 +146,8 @@ def rise_for_classes(apply_fn: ApplyFn, params: Any, x: jax.Array, classes: jax.
                     grid_size=grid_size, p=p, chunk_size=chunk_size, output=output,
                     baseline=_baseline(x, baseline))
   return jnp.broadcast_to(maps[..., None], (classes.shape[0],) + x.shape)
+
+
+# One set of forward passes serves every class: ``for_classes`` and
+# ``all_classes`` call this with the [K, B] targets instead of vmapping rise.
+rise.class_maps_hook = rise_for_classes

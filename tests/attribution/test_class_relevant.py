@@ -55,6 +55,26 @@ def test_cgi_keeps_exactly_the_pixels_each_class_wins_with_both_signs():
   assert got[0, 0] == 2 and (got != 0).sum() == 4 + 3  # top-left block, bottom-right but (3, 3)
 
 
+def test_every_class_at_once_equals_one_competition_per_class():
+  apply_fn, params = _linear()
+  x = jnp.stack([jnp.ones((4, 4, 1)), -jnp.ones((4, 4, 1))])
+  # all_classes of a competitive method goes through its class_maps_hook: one
+  # set of class maps, competed once.
+  every = np.asarray(A.all_classes(A.cgi)(apply_fn, params, x))[..., 0]   # [3, 2, 4, 4]
+  for cls in range(3):
+    np.testing.assert_array_equal(every[cls, 0], _expected_cgi(+1)[cls])
+    np.testing.assert_array_equal(every[cls, 1], _expected_cgi(-1)[cls])
+  # Per-image class sets, chunked, through competition(...) and through cgi's own chunk_size.
+  classes = jnp.array([[2, 0], [0, 1], [1, 2]])
+  want = np.stack([np.asarray(A.cgi(apply_fn, params, x, c)) for c in classes])
+  for fn, kw in ((A.competition(A.gradient_x_input, chunk_size=2), {}),
+                 (A.cgi, {"chunk_size": 1})):
+    got = A.for_classes(fn, classes)(apply_fn, params, x, **kw)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    jitted = jax.jit(lambda p, x, fn=fn, kw=kw: A.for_classes(fn, classes)(apply_fn, p, x, **kw))
+    np.testing.assert_array_equal(np.asarray(jitted(params, x)), want)
+
+
 def test_competition_from_maps_equals_competition_for_each_target_and_chunks_agree():
   rng = np.random.default_rng(1)
   w = rng.standard_normal((5, 4, 4)).astype(np.float32)

@@ -90,6 +90,23 @@ def test_per_image_keys_make_stochastic_maps_batch_independent(cnn):
     np.testing.assert_allclose(whole[1:2], alone, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_all_classes_of_a_named_method_uses_the_methods_own_class_maps(cnn):
+  apply_fn, params, x, _ = cnn
+  keys = jax.random.split(jax.random.key(7), x.shape[0])
+  every = jax.jit(lambda p, x, k, f: A.all_classes(f)(apply_fn, p, x, key=k), static_argnums=3)
+  rise = A.get_method("rise", num_masks=32)
+  assert rise.class_maps_hook is not None and A.get_method("cgi").class_maps_hook is not None
+  np.testing.assert_allclose(
+      every(params, x, keys, rise),
+      jax.jit(lambda p, x, k: A.all_classes(A.rise)(apply_fn, p, x, key=k, num_masks=32,
+                                                    chunk_size=32))(params, x, keys[0]),
+      rtol=1e-6)
+  got = every(params, x, keys, A.get_method("cgi", chunk_size=4))
+  want = jax.jit(lambda p, x: A.all_classes(A.cgi)(apply_fn, p, x, chunk_size=4))(params, x)
+  assert got.shape == (10,) + x.shape and float(jnp.abs(want).max()) > 0
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_the_demo_gallery_shows_every_method():
   assert demo_digits.GALLERY_METHODS == A.method_names() + ("masker",)
   assert A.method_defaults("optimized_mask") == {"steps": 300}

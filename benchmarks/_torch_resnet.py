@@ -27,8 +27,9 @@ class BasicBlock(nn.Module):
     self.bn2 = nn.BatchNorm2d(width)
     self.downsample = None
     if stride != 1 or cin != width:
-      self.downsample = nn.Sequential(nn.Conv2d(cin, width, 1, stride, bias=False),
-                                      nn.BatchNorm2d(width))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(cin, width, 1, stride, bias=False), nn.BatchNorm2d(width)
+      )
 
   def forward(self, x):
     y = self.relu(self.bn1(self.conv1(x)))
@@ -51,8 +52,9 @@ class Bottleneck(nn.Module):
     self.relu = nn.ReLU(inplace=False)
     self.downsample = None
     if stride != 1 or cin != out:
-      self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                      nn.BatchNorm2d(out))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+      )
 
   def forward(self, x):
     y = self.relu(self.bn1(self.conv1(x)))
@@ -89,8 +91,11 @@ class ResNet(nn.Module):
     return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-STAGES = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
-          "resnet50": (Bottleneck, (3, 4, 6, 3))}
+STAGES = {
+  "resnet18": (BasicBlock, (2, 2, 2, 2)),
+  "resnet34": (BasicBlock, (3, 4, 6, 3)),
+  "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
 
 
 def build(arch: str, num_classes: int = 1000, seed: int = 0, randomize_bn: bool = True) -> ResNet:

@@ -47,12 +47,12 @@ from typing import Any
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # benchmark this checkout
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxsal import attribution as A  # noqa: E402
-from jaxsal import models  # noqa: E402
+from jaxsal import attribution as A
+from jaxsal import models
 
 MiB = 1024 * 1024
 
@@ -89,11 +89,11 @@ def speed(batch: int, size: int, repeats: int, ig_steps: int) -> list[dict[str, 
   k = 10
   targets = [jnp.full((batch,), c, jnp.int32) for c in range(k)]
   base = {
-      "gradient": (A.gradient, {}),
-      "gradient_x_input": (A.gradient_x_input, {}),
-      f"integrated_gradients ({ig_steps} steps)": (A.integrated_gradients, {"steps": ig_steps}),
-      "guided_backprop": (A.guided_backprop, {}),
-      "gradcam": (A.gradcam, {}),
+    "gradient": (A.gradient, {}),
+    "gradient_x_input": (A.gradient_x_input, {}),
+    f"integrated_gradients ({ig_steps} steps)": (A.integrated_gradients, {"steps": ig_steps}),
+    "guided_backprop": (A.guided_backprop, {}),
+    "gradcam": (A.gradcam, {}),
   }
   rows = []
   cases = []
@@ -103,15 +103,26 @@ def speed(batch: int, size: int, repeats: int, ig_steps: int) -> list[dict[str, 
     cases.append((name, every, one, None))
   gxi = jax.jit(lambda p, v, t: A.gradient_x_input(apply_fn, p, v, t))
   comp = jax.jit(lambda maps: A.competition_from_maps(maps))
-  cases.append(("cgi (all classes' competitive maps)",
-                jax.jit(lambda p, v: jax.vmap(lambda t: A.cgi(apply_fn, p, v, t))(
-                    jnp.stack(targets))), gxi, comp))
+  cases.append(
+    (
+      "cgi (all classes' competitive maps)",
+      jax.jit(lambda p, v: jax.vmap(lambda t: A.cgi(apply_fn, p, v, t))(jnp.stack(targets))),
+      gxi,
+      comp,
+    )
+  )
   varf = jax.jit(lambda maps: A.var_from_maps(maps))
-  cases.append(("var(gradient_x_input), all classes",
-                jax.jit(lambda p, v: A.var_from_maps(A.all_classes(A.gradient_x_input)(
-                    apply_fn, p, v))), gxi, varf))
+  cases.append(
+    (
+      "var(gradient_x_input), all classes",
+      jax.jit(lambda p, v: A.var_from_maps(A.all_classes(A.gradient_x_input)(apply_fn, p, v))),
+      gxi,
+      varf,
+    )
+  )
 
   for name, every, one, post in cases:
+
     def loop():
       maps = [one(params, x, t) for t in targets]
       return post(jnp.stack(maps)) if post is not None else maps
@@ -130,19 +141,28 @@ def speed(batch: int, size: int, repeats: int, ig_steps: int) -> list[dict[str, 
       t0 = time.perf_counter()
       _block(loop())
       t_loop.append(time.perf_counter() - t0)
-    row = {"method": name, "all_s": statistics.median(t_all), "loop_s": statistics.median(t_loop),
-           "compile_and_first_s": first, "max_abs_diff": err}
+    row = {
+      "method": name,
+      "all_s": statistics.median(t_all),
+      "loop_s": statistics.median(t_loop),
+      "compile_and_first_s": first,
+      "max_abs_diff": err,
+    }
     row["ratio"] = row["all_s"] / row["loop_s"]
     rows.append(row)
-    print(f"{name:40s} all {row['all_s'] * 1e3:9.1f} ms   loop {row['loop_s'] * 1e3:9.1f} ms   "
-          f"all/loop {row['ratio']:.2f}   max|diff| {err:.1e}", flush=True)
+    print(
+      f"{name:40s} all {row['all_s'] * 1e3:9.1f} ms   loop {row['loop_s'] * 1e3:9.1f} ms   "
+      f"all/loop {row['ratio']:.2f}   max|diff| {err:.1e}",
+      flush=True,
+    )
   return rows
 
 
 def _peak(compiled) -> dict[str, int]:
   m = compiled.memory_analysis()
-  peak = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-          - m.alias_size_in_bytes)
+  peak = (
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
   return {"peak": int(peak), "temp": int(m.temp_size_in_bytes)}
 
 
@@ -152,8 +172,11 @@ def memory(batch: int, size: int, chunks: list[int]) -> dict[str, Any]:
   x = jnp.asarray(np.random.default_rng(2).random((batch, size, size, 3)), jnp.float32)
   t = jnp.arange(batch, dtype=jnp.int32) * 7
   map_bytes = int(np.prod(x.shape)) * 4
-  print(f"ResNet-18, 1000 classes, batch {batch} at {size}x{size}: competition(gradient) "
-        f"peak memory (XLA compiled analysis)", flush=True)
+  print(
+    f"ResNet-18, 1000 classes, batch {batch} at {size}x{size}: competition(gradient) "
+    f"peak memory (XLA compiled analysis)",
+    flush=True,
+  )
   out: dict[str, Any] = {"chunks": []}
   for c in [None] + list(chunks):
     f = jax.jit(lambda p, v, t, c=c: A.competition(A.gradient, chunk_size=c)(apply_fn, p, v, t))
@@ -169,16 +192,21 @@ def memory(batch: int, size: int, chunks: list[int]) -> dict[str, Any]:
     else:
       # The bound: C classes' maps computed at once (one vmapped call, no
       # competition), plus the three running maps (max, min, the target's).
-      ref = _peak(jax.jit(lambda p, v, c=c: A.for_classes(A.gradient, np.arange(c))(
-          apply_fn, p, v)).lower(params, x).compile())
+      ref = _peak(
+        jax.jit(lambda p, v, c=c: A.for_classes(A.gradient, np.arange(c))(apply_fn, p, v))
+        .lower(params, x)
+        .compile()
+      )
       row["bound"] = ref["peak"] + 3 * map_bytes
       row["within_bound"] = pk["peak"] <= row["bound"]
       t0 = time.perf_counter()
       res = _block(compiled(params, x, t))
       row["run_s"] = time.perf_counter() - t0
       row["nonzero_fraction"] = float(jnp.mean(res != 0))
-      msg += (f"  bound ({c} classes at once + 3 maps) {row['bound'] / MiB:7.1f} MiB: "
-              f"{'within' if row['within_bound'] else 'ABOVE'}; ran in {row['run_s']:.1f} s")
+      msg += (
+        f"  bound ({c} classes at once + 3 maps) {row['bound'] / MiB:7.1f} MiB: "
+        f"{'within' if row['within_bound'] else 'ABOVE'}; ran in {row['run_s']:.1f} s"
+      )
     out["chunks"].append(row)
     print(msg, flush=True)
   return out
@@ -196,15 +224,24 @@ def main(argv=None) -> int:
   p.add_argument("--chunks", type=int, nargs="+", default=[25, 100])
   p.add_argument("--json", default=None, help="also write the results here")
   args = p.parse_args(argv)
-  env = {"jax": jax.__version__, "backend": jax.default_backend(),
-         "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
-         "machine": platform.machine()}
-  print(f"jax {env['jax']} on {env['backend']} ({env['device']}), {env['cpu_count']} CPUs", flush=True)
+  env = {
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind),
+    "cpu_count": os.cpu_count(),
+    "machine": platform.machine(),
+  }
+  print(
+    f"jax {env['jax']} on {env['backend']} ({env['device']}), {env['cpu_count']} CPUs", flush=True
+  )
   results: dict[str, Any] = {"env": env, "args": vars(args)}
   if args.part in ("speed", "both"):
-    print(f"\n10 classes, SmallCNN, batch {args.batch_size} at {args.image_size}x{args.image_size}: "
-          f"one all-class call vs the single-class method once per class "
-          f"(median of {args.repeats})", flush=True)
+    print(
+      f"\n10 classes, SmallCNN, batch {args.batch_size} at {args.image_size}x{args.image_size}: "
+      f"one all-class call vs the single-class method once per class "
+      f"(median of {args.repeats})",
+      flush=True,
+    )
     results["speed"] = speed(args.batch_size, args.image_size, args.repeats, args.ig_steps)
   if args.part in ("memory", "both"):
     print()

@@ -131,14 +131,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
   jax.block_until_ready((params, x, target))
   dev = jax.devices()[0]
   out: dict[str, Any] = {
-      "jax": jax.__version__,
-      "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
-      "backend": jax.default_backend(),
-      "device": f"{dev.platform}:{dev.id} {getattr(dev, 'device_kind', '')}".strip(),
-      "num_devices": jax.device_count(),
-      "cpu_count": os.cpu_count(),
-      "python": sys.version.split()[0],
-      "rss_built": _maxrss_bytes(),
+    "jax": jax.__version__,
+    "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
+    "backend": jax.default_backend(),
+    "device": f"{dev.platform}:{dev.id} {getattr(dev, 'device_kind', '')}".strip(),
+    "num_devices": jax.device_count(),
+    "cpu_count": os.cpu_count(),
+    "python": sys.version.split()[0],
+    "rss_built": _maxrss_bytes(),
   }
   if spec["kind"] == "baseline":
     return out
@@ -152,11 +152,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
   compiled = jax.jit(ig).lower(params, x, target).compile()
   out["compile_s"] = time.perf_counter() - t0
   ma = compiled.memory_analysis()
-  for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
-                "temp_size_in_bytes", "generated_code_size_in_bytes"):
+  for field in (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "alias_size_in_bytes",
+    "temp_size_in_bytes",
+    "generated_code_size_in_bytes",
+  ):
     out[field] = int(getattr(ma, field, 0) or 0)
-  out["compiled_peak"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
-                          + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
+  out["compiled_peak"] = (
+    out["argument_size_in_bytes"]
+    + out["output_size_in_bytes"]
+    + out["temp_size_in_bytes"]
+    - out["alias_size_in_bytes"]
+  )
 
   out["rss_before"] = _maxrss_bytes()
   t0 = time.perf_counter()
@@ -176,8 +185,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def run_in_fresh_process(spec: dict[str, Any], platform: str,
-                         extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_in_fresh_process(
+  spec: dict[str, Any], platform: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
   """Runs :func:`worker` in a new interpreter (so ``ru_maxrss`` starts afresh).
 
   Args:
@@ -194,7 +204,7 @@ def run_in_fresh_process(spec: dict[str, Any], platform: str,
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
   for line in proc.stdout.splitlines():
     if line.startswith(_RESULT_MARKER):
-      return json.loads(line[len(_RESULT_MARKER):])
+      return json.loads(line[len(_RESULT_MARKER) :])
   tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
   return {"error": f"exit status {proc.returncode}: " + " | ".join(tail)}
 
@@ -213,29 +223,56 @@ def _fmt_ratio(r: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   """Runs the benchmark, prints the table and the verdict, returns the exit status."""
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--platform", default="cpu",
-                 help="JAX_PLATFORMS for the worker processes (default cpu; only cpu has been run)")
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    "--platform",
+    default="cpu",
+    help="JAX_PLATFORMS for the worker processes (default cpu; only cpu has been run)",
+  )
   p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
   p.add_argument("--image-size", type=int, default=64, help="image height = width (default 64)")
-  p.add_argument("--small-steps", type=int, default=16,
-                 help="steps of the reference run, all at once (default 16)")
-  p.add_argument("--large-steps", type=int, default=256, help="steps of the chunked run (default 256)")
+  p.add_argument(
+    "--small-steps",
+    type=int,
+    default=16,
+    help="steps of the reference run, all at once (default 16)",
+  )
+  p.add_argument(
+    "--large-steps", type=int, default=256, help="steps of the chunked run (default 256)"
+  )
   p.add_argument("--chunk-size", type=int, default=16, help="chunk of the large run (default 16)")
   p.add_argument("--rule", default="gausslegendre", help="integration rule (default gausslegendre)")
-  p.add_argument("--threshold", type=float, default=1.5,
-                 help="largest allowed ratio large/small (default 1.5)")
-  p.add_argument("--gate", choices=("compiled", "rss", "both"), default="compiled",
-                 help="which measurement decides PASS/FAIL: (a) compiled (default), (b) rss, or both")
-  p.add_argument("--repeats", type=int, default=1,
-                 help="executions per configuration; >1 adds a best-of column (default 1)")
-  p.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
-                 help="set glibc's MALLOC_MMAP_THRESHOLD_ in the workers (a diagnostic: "
-                      "large blocks then go back to the OS when freed, which removes most "
-                      "allocator slack from RSS); default: the allocator as it is")
-  p.add_argument("--no-unchunked", action="store_true",
-                 help="skip the informational large-steps run without chunks")
+  p.add_argument(
+    "--threshold", type=float, default=1.5, help="largest allowed ratio large/small (default 1.5)"
+  )
+  p.add_argument(
+    "--gate",
+    choices=("compiled", "rss", "both"),
+    default="compiled",
+    help="which measurement decides PASS/FAIL: (a) compiled (default), (b) rss, or both",
+  )
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=1,
+    help="executions per configuration; >1 adds a best-of column (default 1)",
+  )
+  p.add_argument(
+    "--malloc-mmap-threshold",
+    type=int,
+    default=None,
+    metavar="BYTES",
+    help="set glibc's MALLOC_MMAP_THRESHOLD_ in the workers (a diagnostic: "
+    "large blocks then go back to the OS when freed, which removes most "
+    "allocator slack from RSS); default: the allocator as it is",
+  )
+  p.add_argument(
+    "--no-unchunked",
+    action="store_true",
+    help="skip the informational large-steps run without chunks",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--_worker", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -244,24 +281,44 @@ def main(argv: list[str] | None = None) -> int:
     result = worker(json.loads(args._worker))
     print(_RESULT_MARKER + json.dumps(result), flush=True)
     return 0
-  if min(args.batch_size, args.image_size, args.small_steps, args.large_steps,
-         args.chunk_size, args.repeats) < 1:
+  if (
+    min(
+      args.batch_size,
+      args.image_size,
+      args.small_steps,
+      args.large_steps,
+      args.chunk_size,
+      args.repeats,
+    )
+    < 1
+  ):
     p.error("sizes, steps, chunk size and repeats must be positive")
 
-  common = dict(batch_size=args.batch_size, image_size=args.image_size, rule=args.rule,
-                repeats=args.repeats, seed=args.seed)
+  common = dict(
+    batch_size=args.batch_size,
+    image_size=args.image_size,
+    rule=args.rule,
+    repeats=args.repeats,
+    seed=args.seed,
+  )
   configs = [
-      ("baseline", dict(kind="baseline", steps=0, chunk_size=None)),
-      (f"{args.small_steps} / all", dict(kind="ig", steps=args.small_steps, chunk_size=None)),
-      (f"{args.large_steps} / {args.chunk_size}",
-       dict(kind="ig", steps=args.large_steps, chunk_size=args.chunk_size)),
+    ("baseline", dict(kind="baseline", steps=0, chunk_size=None)),
+    (f"{args.small_steps} / all", dict(kind="ig", steps=args.small_steps, chunk_size=None)),
+    (
+      f"{args.large_steps} / {args.chunk_size}",
+      dict(kind="ig", steps=args.large_steps, chunk_size=args.chunk_size),
+    ),
   ]
   if not args.no_unchunked:
-    configs.append((f"{args.large_steps} / all",
-                    dict(kind="ig", steps=args.large_steps, chunk_size=None)))
+    configs.append(
+      (f"{args.large_steps} / all", dict(kind="ig", steps=args.large_steps, chunk_size=None))
+    )
 
-  extra_env = ({} if args.malloc_mmap_threshold is None
-               else {"MALLOC_MMAP_THRESHOLD_": str(args.malloc_mmap_threshold)})
+  extra_env = (
+    {}
+    if args.malloc_mmap_threshold is None
+    else {"MALLOC_MMAP_THRESHOLD_": str(args.malloc_mmap_threshold)}
+  )
   t_start = time.perf_counter()
   results: dict[str, dict[str, Any]] = {}
   for name, spec in configs:
@@ -272,12 +329,16 @@ def main(argv: list[str] | None = None) -> int:
   base, ref, test = (results[n] for n in names[:3])
   env = next((r for r in results.values() if "error" not in r), {})
   print("config:")
-  print(f"  jax {env.get('jax')}  jaxlib {env.get('jaxlib')}  python {env.get('python')}  "
-        f"backend {env.get('backend')}  device {env.get('device')} "
-        f"(x{env.get('num_devices')})  os.cpu_count() {env.get('cpu_count')}")
-  print(f"  SmallCNN(num_classes=10), random He-normal weights; x float32 "
-        f"[{args.batch_size}, {args.image_size}, {args.image_size}, 1]; rule {args.rule}; "
-        f"each configuration in a fresh process")
+  print(
+    f"  jax {env.get('jax')}  jaxlib {env.get('jaxlib')}  python {env.get('python')}  "
+    f"backend {env.get('backend')}  device {env.get('device')} "
+    f"(x{env.get('num_devices')})  os.cpu_count() {env.get('cpu_count')}"
+  )
+  print(
+    f"  SmallCNN(num_classes=10), random He-normal weights; x float32 "
+    f"[{args.batch_size}, {args.image_size}, {args.image_size}, 1]; rule {args.rule}; "
+    f"each configuration in a fresh process"
+  )
   if extra_env:
     print(f"  worker environment: {extra_env}")
   if "error" not in base:
@@ -291,8 +352,19 @@ def main(argv: list[str] | None = None) -> int:
 
   ref_peak = ref.get("compiled_peak")
   ref_rss = rss_over_base(ref)
-  header = ("steps / chunk", "XLA temp", "XLA peak", "ratio", "RSS peak-base", "ratio",
-            "RSS exec growth", "compile s", "1st run s", "best run s", "sum(IG)")
+  header = (
+    "steps / chunk",
+    "XLA temp",
+    "XLA peak",
+    "ratio",
+    "RSS peak-base",
+    "ratio",
+    "RSS exec growth",
+    "compile s",
+    "1st run s",
+    "best run s",
+    "sum(IG)",
+  )
   if args.repeats == 1:
     header = header[:9] + header[10:]
   rows = []
@@ -301,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     if "error" in r:
       rows.append((name, "failed") + ("",) * (len(header) - 2))
       continue
-    rows.append((
+    rows.append(
+      (
         name,
         _mib(r["temp_size_in_bytes"]),
         _mib(r["compiled_peak"]),
@@ -313,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['first_run_s']:.2f}",
         f"{r['best_run_s']:.2f}",
         f"{r['ig_sum']:.6g}",
-    ))
+      )
+    )
     if args.repeats == 1:
       rows[-1] = rows[-1][:9] + rows[-1][10:]
   widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
@@ -322,21 +396,28 @@ def main(argv: list[str] | None = None) -> int:
   print(line)
   print("-" * len(line))
   for row in rows:
-    print("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                    for i, (c, w) in enumerate(zip(row, widths))))
+    print(
+      "  ".join(
+        str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+      )
+    )
   for name in names[1:]:
     if "device_peak_bytes_in_use" in results[name]:
-      print(f"  device allocator peak_bytes_in_use, {name}: "
-            f"{_mib(results[name]['device_peak_bytes_in_use'])} MiB")
+      print(
+        f"  device allocator peak_bytes_in_use, {name}: "
+        f"{_mib(results[name]['device_peak_bytes_in_use'])} MiB"
+      )
   for name in names:
     if "error" in results[name]:
       print(f"  {name}: {results[name]['error']}")
   print()
-  print("XLA peak = argument + output + temp - alias bytes of the compiled program (exact, "
-        "deterministic).\nRSS peak-base = ru_maxrss after the first execution minus the baseline "
-        "process's; it includes\ntracing/compiling and allocator slack. RSS exec growth = rise of "
-        "ru_maxrss during the first\nexecution alone (0 if compiling had already reached a higher "
-        "peak).")
+  print(
+    "XLA peak = argument + output + temp - alias bytes of the compiled program (exact, "
+    "deterministic).\nRSS peak-base = ru_maxrss after the first execution minus the baseline "
+    "process's; it includes\ntracing/compiling and allocator slack. RSS exec growth = rise of "
+    "ru_maxrss during the first\nexecution alone (0 if compiling had already reached a higher "
+    "peak)."
+  )
   print(f"total wall time {time.perf_counter() - t_start:.1f} s")
 
   label = f"{args.large_steps} steps / chunk {args.chunk_size} vs {args.small_steps} steps / all"
@@ -350,11 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(("RSS peak over baseline", _ratio(rss_over_base(test), ref_rss)))
   bad = [(n, r) for n, r in checks if r is None or r > args.threshold]
   if bad:
-    print("FAIL: " + "; ".join(f"{n} ratio {_fmt_ratio(r)} > {args.threshold}" for n, r in bad)
-          + f" ({label})")
+    print(
+      "FAIL: "
+      + "; ".join(f"{n} ratio {_fmt_ratio(r)} > {args.threshold}" for n, r in bad)
+      + f" ({label})"
+    )
     return 1
-  print("PASS: " + "; ".join(f"ratio {r:.3f} <= {args.threshold} ({n})" for n, r in checks)
-        + f" ({label})")
+  print(
+    "PASS: "
+    + "; ".join(f"ratio {r:.3f} <= {args.threshold} ({n})" for n, r in checks)
+    + f" ({label})"
+  )
   return 0
 
 

@@ -36,12 +36,12 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)  # benchmark this checkout
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxsal import attribution as A  # noqa: E402
-from jaxsal import models  # noqa: E402
+from jaxsal import attribution as A
+from jaxsal import models
 
 
 def bench(batch: int, steps: int, repeats: int, size: int = 64) -> dict:
@@ -52,17 +52,19 @@ def bench(batch: int, steps: int, repeats: int, size: int = 64) -> dict:
   x = jnp.asarray(rng.uniform(size=(batch, size, size, 1)), jnp.float32)
   target = jnp.asarray(rng.integers(0, 10, size=batch), jnp.int32)
   keys = jax.random.split(jax.random.key(1), batch)
-  fn = jax.jit(lambda x, t, k: A.optimized_mask(apply_fn, params, x, t, key=k, steps=steps,
-                                                 return_aux=True))
+  fn = jax.jit(
+    lambda x, t, k: A.optimized_mask(apply_fn, params, x, t, key=k, steps=steps, return_aux=True)
+  )
 
   def batched():
     maps, aux = fn(x, target, keys)
     return jax.block_until_ready((maps, aux["loss"]))
 
   def one_by_one():
-    outs = [fn(x[i:i + 1], target[i:i + 1], keys[i:i + 1]) for i in range(batch)]
-    return jax.block_until_ready((jnp.concatenate([m for m, _ in outs]),
-                                  jnp.concatenate([a["loss"] for _, a in outs])))
+    outs = [fn(x[i : i + 1], target[i : i + 1], keys[i : i + 1]) for i in range(batch)]
+    return jax.block_until_ready(
+      (jnp.concatenate([m for m, _ in outs]), jnp.concatenate([a["loss"] for _, a in outs]))
+    )
 
   t0 = time.perf_counter()
   whole = batched()
@@ -77,16 +79,21 @@ def bench(batch: int, steps: int, repeats: int, size: int = 64) -> dict:
       f()
       times[name].append(time.perf_counter() - t0)
   med = {k: statistics.median(v) for k, v in times.items()}
-  return {"batch": batch, "steps": steps, "image": f"{size}x{size}x1",
-          "batched_s": med["batched"], "one_by_one_s": med["one_by_one"],
-          "ratio_batched_over_one_by_one": med["batched"] / med["one_by_one"],
-          "first_call_s": {"batched": compile_batched, "one_by_one": compile_single},
-          "max_abs_mask_difference": float(jnp.abs(whole[0] - single[0]).max()),
-          "images_whose_masks_differ_by_over_1e-3": int(
-              (jnp.abs(whole[0] - single[0]).reshape(batch, -1).max(1) > 1e-3).sum()),
-          "max_rel_loss_difference": float(
-              (jnp.abs(whole[1] - single[1]) / jnp.abs(single[1])).max()),
-          "repeats": repeats}
+  return {
+    "batch": batch,
+    "steps": steps,
+    "image": f"{size}x{size}x1",
+    "batched_s": med["batched"],
+    "one_by_one_s": med["one_by_one"],
+    "ratio_batched_over_one_by_one": med["batched"] / med["one_by_one"],
+    "first_call_s": {"batched": compile_batched, "one_by_one": compile_single},
+    "max_abs_mask_difference": float(jnp.abs(whole[0] - single[0]).max()),
+    "images_whose_masks_differ_by_over_1e-3": int(
+      (jnp.abs(whole[0] - single[0]).reshape(batch, -1).max(1) > 1e-3).sum()
+    ),
+    "max_rel_loss_difference": float((jnp.abs(whole[1] - single[1]) / jnp.abs(single[1])).max()),
+    "repeats": repeats,
+  }
 
 
 def main(argv=None) -> dict:
@@ -98,16 +105,23 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   r = bench(args.batch, args.steps, args.repeats)
   print(f"{'way':<28} {'s / batch':>10} {'s / image':>10} {'x one-by-one':>13}")
-  for name, key in (("one compiled call (batch)", "batched_s"),
-                    ("one image at a time", "one_by_one_s")):
-    print(f"{name:<28} {r[key]:>10.3f} {r[key] / r['batch']:>10.4f} "
-          f"{r[key] / r['one_by_one_s']:>13.3f}")
-  print(f"\n{r['batch']} images {r['image']}, {r['steps']} Adam steps, median of {r['repeats']}; "
-        f"final losses agree to {r['max_rel_loss_difference']:.1e} (relative), masks to "
-        f"{r['max_abs_mask_difference']:.1e} ({r['images_whose_masks_differ_by_over_1e-3']} "
-        f"images differ by more than 1e-3)")
-  r["machine"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"{jax.devices()[0].platform}")
+  for name, key in (
+    ("one compiled call (batch)", "batched_s"),
+    ("one image at a time", "one_by_one_s"),
+  ):
+    print(
+      f"{name:<28} {r[key]:>10.3f} {r[key] / r['batch']:>10.4f} {r[key] / r['one_by_one_s']:>13.3f}"
+    )
+  print(
+    f"\n{r['batch']} images {r['image']}, {r['steps']} Adam steps, median of {r['repeats']}; "
+    f"final losses agree to {r['max_rel_loss_difference']:.1e} (relative), masks to "
+    f"{r['max_abs_mask_difference']:.1e} ({r['images_whose_masks_differ_by_over_1e-3']} "
+    f"images differ by more than 1e-3)"
+  )
+  r["machine"] = (
+    f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    f"{jax.devices()[0].platform}"
+  )
   r["jax"] = jax.__version__
   print(f"{r['machine']}, jax {jax.__version__}")
   if args.json:

@@ -31,27 +31,32 @@ def check_images(x: Any, name: str = "x", *, channels: int | None = None) -> Non
   shape = _shape(x)
   if len(shape) != 4:
     raise ValueError(
-        f"{name} must be a batch of images of shape [B, H, W, C] (NHWC); "
-        f"got rank {len(shape)} with shape {shape}. "
-        + ("Add a batch axis with x[None]." if len(shape) == 3 else ""))
+      f"{name} must be a batch of images of shape [B, H, W, C] (NHWC); "
+      f"got rank {len(shape)} with shape {shape}. "
+      + ("Add a batch axis with x[None]." if len(shape) == 3 else "")
+    )
   # Tracers have a dtype; only plain sequences need converting.
   dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
   if not np.issubdtype(dtype, np.floating):
     raise TypeError(
-        f"{name} must be a floating-point image batch; got dtype {dtype}. "
-        "Convert integer images with x.astype(jnp.float32) / 255.")
+      f"{name} must be a floating-point image batch; got dtype {dtype}. "
+      "Convert integer images with x.astype(jnp.float32) / 255."
+    )
   _, h, w, c = shape
   if channels is not None and c != channels:
-    if shape[1] == channels and c not in (1, 3, 4) or (shape[1] == channels and c == h):
+    if (shape[1] == channels and c not in (1, 3, 4)) or (shape[1] == channels and c == h):
       raise ValueError(
-          f"{name} looks like NCHW (shape {shape}, channels={channels} on axis 1); "
-          f"jaxsal expects NHWC [B, H, W, C]: use jnp.transpose({name}, (0, 2, 3, 1)).")
+        f"{name} looks like NCHW (shape {shape}, channels={channels} on axis 1); "
+        f"jaxsal expects NHWC [B, H, W, C]: use jnp.transpose({name}, (0, 2, 3, 1))."
+      )
     raise ValueError(
-        f"{name} must have {channels} channels in its last axis (NHWC); got shape {shape}.")
+      f"{name} must have {channels} channels in its last axis (NHWC); got shape {shape}."
+    )
   if channels is None and c > 4 and shape[1] in (1, 3, 4):
     raise ValueError(
-        f"{name} looks like NCHW (shape {shape}: {shape[1]} on axis 1, {c} on the last axis); "
-        f"jaxsal expects NHWC [B, H, W, C]: use jnp.transpose({name}, (0, 2, 3, 1)).")
+      f"{name} looks like NCHW (shape {shape}: {shape[1]} on axis 1, {c} on the last axis); "
+      f"jaxsal expects NHWC [B, H, W, C]: use jnp.transpose({name}, (0, 2, 3, 1))."
+    )
 
 
 def check_choice(value: Any, name: str, known: Any) -> None:

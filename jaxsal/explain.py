@@ -51,6 +51,7 @@ CLASS_CHUNK = 25
 def known_methods() -> list[str]:
   """The method names ``explain`` accepts, sorted: every method of ``jaxsal.attribution.get_method``."""
   from jaxsal import attribution as A
+
   return sorted(A.method_names())
 
 
@@ -61,14 +62,17 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     raise ValueError(f"methods: give at least one; known methods: {', '.join(known_methods())}")
   unknown = [m for m in methods if m not in known_methods()]
   if unknown:
-    raise ValueError(f"unknown method{'s' if len(unknown) > 1 else ''} "
-                     f"{', '.join(repr(m) for m in unknown)}; known methods: "
-                     f"{', '.join(known_methods())}")
+    raise ValueError(
+      f"unknown method{'s' if len(unknown) > 1 else ''} "
+      f"{', '.join(repr(m) for m in unknown)}; known methods: "
+      f"{', '.join(known_methods())}"
+    )
   return methods
 
 
-def parse_params(params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None,
-                 methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+def parse_params(
+  params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None, methods: Sequence[str]
+) -> dict[str, dict[str, Any]]:
   """``METHOD.NAME=VALUE`` strings (or a ``{method: {name: value}}`` dict) as a checked dict.
 
   Values are Python literals (``64``, ``0.3``, ``'l3'``, ``None``), else strings.
@@ -77,6 +81,7 @@ def parse_params(params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None,
   """
   from jaxsal import attribution as A
   from jaxsal.configs._loading import _parse_value
+
   out: dict[str, dict[str, Any]] = {}
   if isinstance(params, Mapping):
     items = [(m, k, v) for m, kv in params.items() for k, v in dict(kv).items()]
@@ -86,16 +91,21 @@ def parse_params(params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None,
       key, eq, value = str(text).partition("=")
       method, dot, name = key.partition(".")
       if not eq or not dot or not method or not name:
-        raise ValueError(f"param {text!r}: expected METHOD.NAME=VALUE, "
-                         f"e.g. integrated_gradients.steps=64")
+        raise ValueError(
+          f"param {text!r}: expected METHOD.NAME=VALUE, e.g. integrated_gradients.steps=64"
+        )
       items.append((method, name, _parse_value(value)))
   for method, name, value in items:
     if method not in methods:
-      raise ValueError(f"param {method}.{name}: {method!r} is not among the methods asked for "
-                       f"({', '.join(methods)})")
+      raise ValueError(
+        f"param {method}.{name}: {method!r} is not among the methods asked for "
+        f"({', '.join(methods)})"
+      )
     if name not in A.method_hparams(method):
-      raise ValueError(f"param {method}.{name}: {method!r} takes no {name!r}; it takes: "
-                       f"{', '.join(A.method_hparams(method)) or 'nothing'}")
+      raise ValueError(
+        f"param {method}.{name}: {method!r} takes no {name!r}; it takes: "
+        f"{', '.join(A.method_hparams(method)) or 'nothing'}"
+      )
     out.setdefault(method, {})[name] = value
   return out
 
@@ -103,6 +113,7 @@ def parse_params(params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None,
 def _hparams(name: str, given: dict[str, Any], num_classes: int) -> dict[str, Any]:
   """``name``'s hyperparameters in ``explain``: the registry's defaults, explain's, then ``given``."""
   from jaxsal import attribution as A
+
   h = {**A.method_defaults(name), **given}
   if name in ("cgi", "var") and num_classes > CLASS_CHUNK and "chunk_size" not in given:
     h["chunk_size"] = CLASS_CHUNK
@@ -116,6 +127,7 @@ def _method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
   ``all_classes`` (RISE's shared forward passes; CGI's one set of class maps).
   """
   from jaxsal import attribution as A
+
   fn = A.get_method(name, **h)
   if mode == "all":
     every = A.all_classes(fn, chunk_size=16)
@@ -135,8 +147,11 @@ def find_images(paths: Sequence[str]) -> list[str]:
   files = []
   for p in paths:
     if os.path.isdir(p):
-      found = sorted(os.path.join(p, f) for f in os.listdir(p)
-                     if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(p, f)))
+      found = sorted(
+        os.path.join(p, f)
+        for f in os.listdir(p)
+        if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(p, f))
+      )
       if not found:
         raise ValueError(f"the folder {p!r} has no images ({', '.join(IMAGE_SUFFIXES)} files)")
       files += found
@@ -150,6 +165,7 @@ def find_images(paths: Sequence[str]) -> list[str]:
 def read_image(path: str) -> np.ndarray:
   """A file as a uint8 RGB array ``[H, W, 3]``; a ValueError if it is not an image."""
   from PIL import Image, UnidentifiedImageError
+
   try:
     with Image.open(path) as im:
       return np.asarray(im.convert("RGB"))
@@ -159,14 +175,26 @@ def read_image(path: str) -> np.ndarray:
 
 def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
   from PIL import Image
+
   return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
 class Model:
   """A classifier ready for ``explain``: ``apply_fn``, ``params``, preprocessing, class names."""
 
-  def __init__(self, apply_fn, params, *, size: tuple[int, int], channels: int, mean, std,
-               class_names: Sequence[str], crop: bool, description: str):
+  def __init__(
+    self,
+    apply_fn,
+    params,
+    *,
+    size: tuple[int, int],
+    channels: int,
+    mean,
+    std,
+    class_names: Sequence[str],
+    crop: bool,
+    description: str,
+  ):
     self.apply_fn, self.params = apply_fn, params
     self.size, self.channels, self.crop = size, channels, crop
     self.mean = np.asarray(mean, np.float32)
@@ -179,6 +207,7 @@ class Model:
     h, w = self.size
     if self.crop:
       from jaxsal.data import EvalTransform
+
       image = EvalTransform(h).map({"image": image, "label": 0})["image"]
     else:
       image = _resize(image, h, w)
@@ -201,29 +230,52 @@ def load_model(spec: str, *, size: int = 224) -> Model:
   """
   from jaxsal import models
   from jaxsal.models import pretrained
+
   arch, sep, path = spec.partition(":")
   if sep and arch in pretrained.ARCHITECTURES:
     model, variables = pretrained.load_torchvision_resnet(arch, path)
     apply_fn, params = models.from_linen(model, jax.tree.map(jnp.asarray, variables))
     k = variables["params"]["fc"]["kernel"].shape[1]
-    names = (pretrained.imagenet_class_names(short=True) if k == 1000
-             else [f"class {i}" for i in range(k)])
-    return Model(apply_fn, params, size=(size, size), channels=3, mean=pretrained.IMAGENET_MEAN,
-                 std=pretrained.IMAGENET_STD, class_names=names,
-                 crop=True, description=f"{arch} from {path}")
+    names = (
+      pretrained.imagenet_class_names(short=True) if k == 1000 else [f"class {i}" for i in range(k)]
+    )
+    return Model(
+      apply_fn,
+      params,
+      size=(size, size),
+      channels=3,
+      mean=pretrained.IMAGENET_MEAN,
+      std=pretrained.IMAGENET_STD,
+      class_names=names,
+      crop=True,
+      description=f"{arch} from {path}",
+    )
   if sep and not os.path.isdir(spec):
-    raise ValueError(f"model {spec!r}: ARCH:FILE needs ARCH in "
-                     f"{', '.join(sorted(pretrained.ARCHITECTURES))}; got {arch!r}")
+    raise ValueError(
+      f"model {spec!r}: ARCH:FILE needs ARCH in "
+      f"{', '.join(sorted(pretrained.ARCHITECTURES))}; got {arch!r}"
+    )
   if not os.path.isdir(spec):
-    raise FileNotFoundError(f"model {spec!r} is neither a jaxsal classifier workdir nor "
-                            f"ARCH:FILE (e.g. resnet50:resnet50.safetensors)")
+    raise FileNotFoundError(
+      f"model {spec!r} is neither a jaxsal classifier workdir nor "
+      f"ARCH:FILE (e.g. resnet50:resnet50.safetensors)"
+    )
   from jaxsal import train
+
   c = train.load_classifier(spec)
   apply_fn, params = models.from_linen(c["model"], jax.tree.map(jnp.asarray, c["variables"]))
   h, w, ch = c["image_shape"]
-  return Model(apply_fn, params, size=(h, w), channels=ch, mean=c["mean"], std=c["std"],
-               class_names=c["class_names"], crop=False,
-               description=f"{c['config'].model.name} from {spec} (step {c['step']})")
+  return Model(
+    apply_fn,
+    params,
+    size=(h, w),
+    channels=ch,
+    mean=c["mean"],
+    std=c["std"],
+    class_names=c["class_names"],
+    crop=False,
+    description=f"{c['config'].model.name} from {spec} (step {c['step']})",
+  )
 
 
 def _target(target: Any, logits: np.ndarray) -> tuple[str, np.ndarray | None]:
@@ -236,17 +288,27 @@ def _target(target: Any, logits: np.ndarray) -> tuple[str, np.ndarray | None]:
   try:
     c = int(target)
   except (TypeError, ValueError):
-    raise ValueError(f"target must be 'pred', 'all' or a class index in [0, {k}); "
-                     f"got {target!r}") from None
+    raise ValueError(
+      f"target must be 'pred', 'all' or a class index in [0, {k}); got {target!r}"
+    ) from None
   if not 0 <= c < k:
     raise ValueError(f"target must be a class index in [0, {k}); got {c}")
   return "class", np.full((logits.shape[0],), c, np.int32)
 
 
-def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *, out: str,
-            target: Any = "pred", size: int = 224, batch_size: int = 8, seed: int = 0,
-            params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
-            progress: bool = True) -> dict[str, Any]:
+def explain(
+  images: Sequence[str],
+  model: str | Model,
+  methods: Sequence[str],
+  *,
+  out: str,
+  target: Any = "pred",
+  size: int = 224,
+  batch_size: int = 8,
+  seed: int = 0,
+  params: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+  progress: bool = True,
+) -> dict[str, Any]:
   """Explains ``model`` on image files with ``methods``; writes maps and figures under ``out``.
 
   Args:
@@ -268,6 +330,7 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
     The summary also written to ``out/explain.json``.
   """
   from jaxsal import _checks, figures
+
   methods = check_methods(methods)
   hparams = parse_params(params, methods)
   _checks.check_positive_int(batch_size, "batch_size")
@@ -284,29 +347,39 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
   views = np.stack([m.view(p) for p in pictures])
   x_all = m.normalize(views)
   logits_fn = jax.jit(m.apply_fn)
-  logits = np.concatenate([np.asarray(logits_fn(m.params, x_all[i:i + batch_size]))
-                           for i in range(0, len(files), batch_size)])
+  logits = np.concatenate(
+    [
+      np.asarray(logits_fn(m.params, x_all[i : i + batch_size]))
+      for i in range(0, len(files), batch_size)
+    ]
+  )
   mode, targets = _target(target, logits)
   k = logits.shape[1]
   maps: dict[str, np.ndarray] = {}
   used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
   fns = {n: _method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
   starts = list(range(0, len(files), batch_size))
-  bar = tqdm(total=len(methods) * len(starts), desc="explain", unit="batch",
-             disable=not progress, dynamic_ncols=True)
+  bar = tqdm(
+    total=len(methods) * len(starts),
+    desc="explain",
+    unit="batch",
+    disable=not progress,
+    dynamic_ncols=True,
+  )
   for name in methods:
     t1 = time.perf_counter()
     bar.set_postfix_str(name)
     call = jax.jit(lambda p, x, t, key, fn=fns[name]: fn(m.apply_fn, p, x, t, key))
     parts = []
     for i in starts:
-      x = jnp.asarray(x_all[i:i + batch_size])
+      x = jnp.asarray(x_all[i : i + batch_size])
       # One key per image, from its position among the files: the noise an
       # image gets does not depend on the batch it falls in (RISE's shared
       # masks take the batch's first key).
       key = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(
-          jnp.arange(i, min(i + batch_size, len(files))))
-      t = None if targets is None else jnp.asarray(targets[i:i + batch_size])
+        jnp.arange(i, min(i + batch_size, len(files)))
+      )
+      t = None if targets is None else jnp.asarray(targets[i : i + batch_size])
       parts.append(np.asarray(call(m.params, x, t, key), np.float32))
       bar.update(1)
     maps[name] = np.concatenate(parts, axis=1 if mode == "all" else 0)
@@ -314,8 +387,7 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
       bar.close()
       raise ValueError(f"{name} gave non-finite maps (NaN or inf); nothing was written")
     if progress:
-      bar.write(f"jaxsal explain: {name} on {len(files)} images in "
-                f"{time.perf_counter() - t1:.1f}s")
+      bar.write(f"jaxsal explain: {name} on {len(files)} images in {time.perf_counter() - t1:.1f}s")
   bar.close()
 
   parent = os.path.dirname(os.path.abspath(out)) or "."
@@ -334,30 +406,44 @@ def explain(images: Sequence[str], model: str | Model, methods: Sequence[str], *
         np.save(os.path.join(tmp, stem, f"{name}.npy"), arr)
         shown = int(logits[i].argmax()) if mode == "all" else int(targets[i])
         panel = arr[shown] if mode == "all" else arr
-        figures.overlay_panel(views[i], panel, title=f"{name}: {m.class_names[shown]}",
-                              path=os.path.join(tmp, stem, f"{name}.png"))
+        figures.overlay_panel(
+          views[i],
+          panel,
+          title=f"{name}: {m.class_names[shown]}",
+          path=os.path.join(tmp, stem, f"{name}.png"),
+        )
         written += [os.path.join(stem, f"{name}.npy"), os.path.join(stem, f"{name}.png")]
     shown = logits.argmax(1) if mode == "all" else targets
     figures.method_grid(
-        list(views), {n: [maps[n][int(shown[i]), i] if mode == "all" else maps[n][i]
-                          for i in range(len(files))] for n in methods},
-        row_titles=[f"{s}: {m.class_names[int(c)]}" for s, c in zip(stems, shown)],
-        path=os.path.join(tmp, "grid.png"))
+      list(views),
+      {
+        n: [maps[n][int(shown[i]), i] if mode == "all" else maps[n][i] for i in range(len(files))]
+        for n in methods
+      },
+      row_titles=[f"{s}: {m.class_names[int(c)]}" for s, c in zip(stems, shown)],
+      path=os.path.join(tmp, "grid.png"),
+    )
     written.append("grid.png")
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
     summary = {
-        "model": m.description, "methods": methods, "target": mode,
-        "params": used,
-        "seconds": time.perf_counter() - t0,
-        "images": [{"file": os.path.abspath(f), "name": s,
-                    "predicted": int(logits[i].argmax()),
-                    "predicted_name": m.class_names[int(logits[i].argmax())],
-                    "probability": float(probs[i].max()),
-                    "explained": "all" if mode == "all" else int(targets[i]),
-                    "explained_name": ("all" if mode == "all"
-                                       else m.class_names[int(targets[i])])}
-                   for i, (f, s) in enumerate(zip(files, stems))],
-        "files": written + ["explain.json"],
+      "model": m.description,
+      "methods": methods,
+      "target": mode,
+      "params": used,
+      "seconds": time.perf_counter() - t0,
+      "images": [
+        {
+          "file": os.path.abspath(f),
+          "name": s,
+          "predicted": int(logits[i].argmax()),
+          "predicted_name": m.class_names[int(logits[i].argmax())],
+          "probability": float(probs[i].max()),
+          "explained": "all" if mode == "all" else int(targets[i]),
+          "explained_name": ("all" if mode == "all" else m.class_names[int(targets[i])]),
+        }
+        for i, (f, s) in enumerate(zip(files, stems))
+      ],
+      "files": written + ["explain.json"],
     }
     with open(os.path.join(tmp, "explain.json"), "w") as fh:
       json.dump(summary, fh, indent=2)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,12 +25,13 @@ import numpy as np
 
 def _pyplot():
   import matplotlib
+
   if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-    try:
+    # A backend that cannot be switched (already in use) is left as it is.
+    with contextlib.suppress(Exception):
       matplotlib.use("Agg")
-    except Exception:  # noqa: BLE001 - a backend already in use stays
-      pass
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -88,14 +90,23 @@ def masked(image: np.ndarray, saliency: np.ndarray, keep: float = 0.2) -> np.nda
   return _rgb(image) * (s >= np.quantile(s, 1 - keep))[..., None]
 
 
-def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
-                  keep: float = 0.2, path: str | None = None):
+def overlay_panel(
+  image: np.ndarray,
+  saliency: np.ndarray,
+  *,
+  title: str = "",
+  keep: float = 0.2,
+  path: str | None = None,
+):
   """Four panels: the image, the heat map, the blend, the masked image. Saved if ``path``."""
   plt = _pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-  panels = [(_rgb(image), "image"), (heatmap(saliency), title or "map"),
-            (blend(image, saliency), "blended"), (masked(image, saliency, keep),
-                                                  f"top {keep:.0%} kept")]
+  panels = [
+    (_rgb(image), "image"),
+    (heatmap(saliency), title or "map"),
+    (blend(image, saliency), "blended"),
+    (masked(image, saliency, keep), f"top {keep:.0%} kept"),
+  ]
   for ax, (img, name) in zip(axes, panels):
     ax.imshow(img, interpolation="nearest")
     ax.set_title(name, fontsize=9)
@@ -103,9 +114,16 @@ def overlay_panel(image: np.ndarray, saliency: np.ndarray, *, title: str = "",
   return _finish(fig, path)
 
 
-def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarray]], *,
-                row_titles: Sequence[str] | None = None, boxes: np.ndarray | None = None,
-                cell_size: float = 2.1, style: str = "blend", path: str | None = None):
+def method_grid(
+  images: Sequence[np.ndarray],
+  maps: dict[str, Sequence[np.ndarray]],
+  *,
+  row_titles: Sequence[str] | None = None,
+  boxes: np.ndarray | None = None,
+  cell_size: float = 2.1,
+  style: str = "blend",
+  path: str | None = None,
+):
   """A grid: one row per image, the image then one map per method.
 
   Args:
@@ -129,15 +147,19 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
       raise ValueError(f"maps[{name!r}] has {len(maps[name])} maps for {n} images")
   if boxes is not None and np.shape(boxes) != (n, 4):
     raise ValueError(f"boxes must be [N, 4] = [{n}, 4]; got shape {np.shape(boxes)}")
-  fig, axes = plt.subplots(n, len(names) + 1,
-                           figsize=(cell_size * (len(names) + 1), cell_size * n), squeeze=False)
+  fig, axes = plt.subplots(
+    n, len(names) + 1, figsize=(cell_size * (len(names) + 1), cell_size * n), squeeze=False
+  )
   for i, image in enumerate(images):
     axes[i, 0].imshow(_rgb(image), interpolation="nearest")
     axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=8)
     if boxes is not None:
       y0, x0, y1, x1 = (float(v) for v in boxes[i])
-      axes[i, 0].add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                         edgecolor="lime", linewidth=1.2))
+      axes[i, 0].add_patch(
+        plt.Rectangle(
+          (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.2
+        )
+      )
     for j, name in enumerate(names):
       shown = blend(image, maps[name][i]) if style == "blend" else heatmap(maps[name][i])
       axes[i, j + 1].imshow(shown, interpolation="nearest")
@@ -148,10 +170,17 @@ def method_grid(images: Sequence[np.ndarray], maps: dict[str, Sequence[np.ndarra
   return _finish(fig, path)
 
 
-def reconstruction_grid(images: Sequence[np.ndarray], keep: Sequence[np.ndarray],
-                        samples: np.ndarray, *, predicted: np.ndarray | None = None,
-                        clean: Sequence[int] | None = None, title: str = "",
-                        cell_size: float = 1.6, path: str | None = None):
+def reconstruction_grid(
+  images: Sequence[np.ndarray],
+  keep: Sequence[np.ndarray],
+  samples: np.ndarray,
+  *,
+  predicted: np.ndarray | None = None,
+  clean: Sequence[int] | None = None,
+  title: str = "",
+  cell_size: float = 1.6,
+  path: str | None = None,
+):
   """One row per image: the image, the pixels kept, then each reconstruction.
 
   Args:
@@ -175,14 +204,16 @@ def reconstruction_grid(images: Sequence[np.ndarray], keep: Sequence[np.ndarray]
   s = samples.shape[0]
   if predicted is not None and np.shape(predicted) != (s, n):
     raise ValueError(f"predicted must be [S, N] = [{s}, {n}]; got shape {np.shape(predicted)}")
-  fig, axes = plt.subplots(n, s + 2, figsize=(cell_size * (s + 2), (cell_size + 0.25) * n + 0.4),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    n, s + 2, figsize=(cell_size * (s + 2), (cell_size + 0.25) * n + 0.4), squeeze=False
+  )
   for i in range(n):
     k = np.asarray(keep[i], np.float64)
     k = k[..., 0] if k.ndim == 3 else k
     axes[i, 0].imshow(_rgb(images[i]), interpolation="nearest")
-    axes[i, 0].set_title("image" if clean is None else f"image: predicted {int(clean[i])}",
-                         fontsize=8)
+    axes[i, 0].set_title(
+      "image" if clean is None else f"image: predicted {int(clean[i])}", fontsize=8
+    )
     axes[i, 1].imshow(_rgb(images[i]) * k[..., None], interpolation="nearest")
     axes[i, 1].set_title(f"kept ({k.mean():.0%})", fontsize=8)
     for j in range(s):
@@ -190,9 +221,11 @@ def reconstruction_grid(images: Sequence[np.ndarray], keep: Sequence[np.ndarray]
       if predicted is not None:
         p = int(predicted[j, i])
         same = clean is not None and p == int(clean[i])
-        axes[i, j + 2].set_title(f"sample {j + 1}: {p}", fontsize=8,
-                                 color="green" if same else ("red" if clean is not None
-                                                             else "black"))
+        axes[i, j + 2].set_title(
+          f"sample {j + 1}: {p}",
+          fontsize=8,
+          color="green" if same else ("red" if clean is not None else "black"),
+        )
       else:
         axes[i, j + 2].set_title(f"sample {j + 1}", fontsize=8)
   for ax in axes.ravel():
@@ -202,8 +235,14 @@ def reconstruction_grid(images: Sequence[np.ndarray], keep: Sequence[np.ndarray]
   return _finish(fig, path)
 
 
-def metric_table(rows: dict[str, dict[str, float]], *, columns: Sequence[str] | None = None,
-                 title: str = "", digits: int = 3, path: str | None = None):
+def metric_table(
+  rows: dict[str, dict[str, float]],
+  *,
+  columns: Sequence[str] | None = None,
+  title: str = "",
+  digits: int = 3,
+  path: str | None = None,
+):
   """A table of numbers as a figure: one row per entry of ``rows`` (name -> {column: value}).
 
   Example:
@@ -215,10 +254,15 @@ def metric_table(rows: dict[str, dict[str, float]], *, columns: Sequence[str] | 
   names = list(rows)
   if not names:
     raise ValueError("rows: give at least one row")
-  columns = list(columns) if columns is not None else list(dict.fromkeys(
-      k for r in rows.values() for k in r))
-  cells = [[("-" if rows[n].get(c) is None else f"{rows[n][c]:.{digits}f}") for c in columns]
-           for n in names]
+  columns = (
+    list(columns)
+    if columns is not None
+    else list(dict.fromkeys(k for r in rows.values() for k in r))
+  )
+  cells = [
+    [("-" if rows[n].get(c) is None else f"{rows[n][c]:.{digits}f}") for c in columns]
+    for n in names
+  ]
   fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 0.5 + 0.3 * len(names)))
   ax.axis("off")
   table = ax.table(cellText=cells, rowLabels=names, colLabels=columns, loc="center")
@@ -232,10 +276,12 @@ def metric_table(rows: dict[str, dict[str, float]], *, columns: Sequence[str] | 
 def sanity_cascade(res: dict, path: str | None = None, *, mode: str = "cascading", image: int = 0):
   """The cascade of maps of ``jaxsal.experiments.sanity_checks.model_randomization``'s results."""
   from jaxsal.experiments import sanity_checks
+
   return sanity_checks.plot_cascade(res, path, mode=mode, image=image)
 
 
 def sanity_curves(res: dict, path: str | None = None, *, mode: str = "cascading"):
   """The similarity curves of ``model_randomization``'s results, one panel per measure."""
   from jaxsal.experiments import sanity_checks
+
   return sanity_checks.plot_curves(res, path, mode=mode)

@@ -25,8 +25,14 @@ import subprocess
 import sys
 
 # Chips per host, and TensorCores per chip in the accelerator type's number.
-_TPU_FAMILIES = {"v2": (4, 2), "v3": (4, 2), "v4": (4, 2), "v5p": (4, 2), "v5litepod": (4, 1),
-                 "v6e": (4, 1)}
+_TPU_FAMILIES = {
+  "v2": (4, 2),
+  "v3": (4, 2),
+  "v4": (4, 2),
+  "v5p": (4, 2),
+  "v5litepod": (4, 1),
+  "v6e": (4, 1),
+}
 # What pip installs on each host: a wheel in the bucket, a git URL of your checkout, ...
 DEFAULT_PACKAGE = "jaxsal"
 
@@ -39,8 +45,10 @@ def tpu_hosts(accelerator: str) -> int:
   """
   m = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v6e)-(\d+)", accelerator)
   if not m:
-    raise ValueError(f"--accelerator must look like v4-32, v5p-64 or v5litepod-16 "
-                     f"(families {', '.join(_TPU_FAMILIES)}); got {accelerator!r}")
+    raise ValueError(
+      f"--accelerator must look like v4-32, v5p-64 or v5litepod-16 "
+      f"(families {', '.join(_TPU_FAMILIES)}); got {accelerator!r}"
+    )
   chips_per_host, cores_per_chip = _TPU_FAMILIES[m.group(1)]
   chips = int(m.group(2)) // cores_per_chip
   if chips < 1:
@@ -51,14 +59,30 @@ def tpu_hosts(accelerator: str) -> int:
 def train_command(args) -> list[str]:
   """The ``jaxsal`` command every host runs: the ResNet-50 classifier, or a masker on it."""
   if args.stage == "classifier":
-    cmd = ["jaxsal", "train", "--config", "resnet50_imagenet", "--workdir",
-           args.classifier_workdir, "--no-progress"]
+    cmd = [
+      "jaxsal",
+      "train",
+      "--config",
+      "resnet50_imagenet",
+      "--workdir",
+      args.classifier_workdir,
+      "--no-progress",
+    ]
     if args.data_dir:
       cmd += ["--set", f"dataset.data_dir={args.data_dir}"]
     return cmd + [x for s in args.set or [] for x in ("--set", s)]
   config = f"masker_resnet50_imagenet:{args.mode}"
-  cmd = ["jaxsal", "train-masker", "--config", config, "--workdir", args.workdir,
-         "--set", f"classifier_workdir={args.classifier_workdir}", "--no-progress"]
+  cmd = [
+    "jaxsal",
+    "train-masker",
+    "--config",
+    config,
+    "--workdir",
+    args.workdir,
+    "--set",
+    f"classifier_workdir={args.classifier_workdir}",
+    "--no-progress",
+  ]
   if args.data_dir:
     cmd += ["--set", f"classifier.dataset.data_dir={args.data_dir}"]
   for s in args.set or []:
@@ -70,15 +94,23 @@ def tpu_commands(args) -> list[list[str]]:
   hosts = tpu_hosts(args.accelerator)
   base = ["gcloud", "compute", "tpus", "tpu-vm"]
   where = [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
-  install = (f'pip install -U "jax[tpu]" "{args.package}" && '
-             'python3 -c "import jax; print(jax.process_count(), jax.device_count())"')
+  install = (
+    f'pip install -U "jax[tpu]" "{args.package}" && '
+    'python3 -c "import jax; print(jax.process_count(), jax.device_count())"'
+  )
   run = shlex.join(train_command(args))
-  print(f"# {args.accelerator}: {hosts} hosts; every one runs the same command "
-        f"(--worker=all)", flush=True)
+  print(
+    f"# {args.accelerator}: {hosts} hosts; every one runs the same command (--worker=all)",
+    flush=True,
+  )
   cmds = []
   if not args.no_create:
-    cmds.append(base + ["create", args.name] + where +
-                [f"--accelerator-type={args.accelerator}", f"--version={args.runtime}"])
+    cmds.append(
+      base
+      + ["create", args.name]
+      + where
+      + [f"--accelerator-type={args.accelerator}", f"--version={args.runtime}"]
+    )
   cmds.append(base + ["ssh", args.name] + where + ["--worker=all", f"--command={install}"])
   cmds.append(base + ["ssh", args.name] + where + ["--worker=all", f"--command={run}"])
   return cmds
@@ -88,8 +120,11 @@ def gpu_commands(args) -> list[list[str]]:
   env = ["env", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9"]
   if args.gpus:
     env.append("CUDA_VISIBLE_DEVICES=" + ",".join(str(i) for i in range(args.gpus)))
-  print(f"# one node, one process driving {'all its' if not args.gpus else args.gpus} GPUs "
-        f"(jax.devices()); distributed=auto does not initialise on one host", flush=True)
+  print(
+    f"# one node, one process driving {'all its' if not args.gpus else args.gpus} GPUs "
+    f"(jax.devices()); distributed=auto does not initialise on one host",
+    flush=True,
+  )
   cmds = []
   if not args.no_install:
     cmds.append(["pip", "install", "-U", "jax[cuda12]", args.package])
@@ -102,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
   sub = p.add_subparsers(dest="where", required=True)
   for name in ("tpu", "gpu"):
     q = sub.add_parser(name)
-    q.add_argument("--stage", choices=("masker", "classifier"), default="masker",
-                   help="train the masker (default; needs the classifier), or the classifier")
+    q.add_argument(
+      "--stage",
+      choices=("masker", "classifier"),
+      default="masker",
+      help="train the masker (default; needs the classifier), or the classifier",
+    )
     q.add_argument("--mode", choices=("ca", "fix"), default="ca", help="CA or FIX masker")
     q.add_argument("--package", default=DEFAULT_PACKAGE, help="what pip installs on each host")
     q.add_argument("--data-dir", default=None, help="where tfds prepared imagenet2012 lives")
@@ -126,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if args.where == "tpu":
       if not args.bucket.startswith("gs://"):
-        raise ValueError(f"--bucket must be a gs:// path every host can reach; "
-                         f"got {args.bucket!r}")
+        raise ValueError(f"--bucket must be a gs:// path every host can reach; got {args.bucket!r}")
       bucket = args.bucket.rstrip("/")
       args.workdir = f"{bucket}/masker_resnet50_{args.mode}"
       args.classifier_workdir = f"{bucket}/resnet50_imagenet"

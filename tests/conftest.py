@@ -8,19 +8,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the notebooks' kernels and the CLI subprocesses of the tests compile many of the
 # same programs (the test classifier's and masker's steps, their evaluations).
 # Programs are keyed by their HLO, jax version and flags, so a hit is the same program.
-import tempfile  # noqa: E402
+import tempfile
 
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), f"jaxsal-tests-xla-cache-{os.getuid()}"))
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(tempfile.gettempdir(), f"jaxsal-tests-xla-cache-{os.getuid()}"),
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 # Compile time dominates the tiny models used in tests.
 jax.config.update("jax_disable_most_optimizations", True)
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +35,12 @@ def data_dir(tmp_path_factory):
 def test_classifier_workdir(data_dir, tmp_path_factory):
   """A workdir holding the ``small_cnn_digits:test`` classifier, trained once per session."""
   from jaxsal import configs, train
+
   workdir = str(tmp_path_factory.mktemp("test_classifier"))
-  c = configs.apply_overrides(configs.get_config("small_cnn_digits:test"),
-                              [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False"])
+  c = configs.apply_overrides(
+    configs.get_config("small_cnn_digits:test"),
+    [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False"],
+  )
   train.train_and_evaluate(c, workdir, progress=False)
   return workdir
 
@@ -49,10 +54,13 @@ def test_masker_workdir(test_classifier_workdir, data_dir):
   """
   from jaxsal import configs, train
   from jaxsal.configs import localization_digits
-  classifier = configs.apply_overrides(configs.get_config("small_cnn_digits:test"),
-                                       [f"dataset.data_dir={data_dir}"])
+
+  classifier = configs.apply_overrides(
+    configs.get_config("small_cnn_digits:test"), [f"dataset.data_dir={data_dir}"]
+  )
   masker = localization_digits.masker_config("test", classifier)
   masker.classifier_workdir = test_classifier_workdir
-  train.train_masker(masker, os.path.join(test_classifier_workdir, "maskers", "test"),
-                     progress=False)
+  train.train_masker(
+    masker, os.path.join(test_classifier_workdir, "maskers", "test"), progress=False
+  )
   return test_classifier_workdir

@@ -12,12 +12,15 @@ def test_accepts_float_nhwc_also_under_jit():
   assert float(out.sum()) == 2 * 8 * 8 * 3
 
 
-@pytest.mark.parametrize("shape,kwargs,match", [
+@pytest.mark.parametrize(
+  "shape,kwargs,match",
+  [
     ((2, 3, 32, 32), {}, r"looks like NCHW \(shape \(2, 3, 32, 32\).*NHWC"),
     ((2, 3, 32, 32), {"channels": 3}, r"looks like NCHW.*jnp.transpose\(x, \(0, 2, 3, 1\)\)"),
     ((32, 32, 3), {}, r"rank 3 with shape \(32, 32, 3\).*x\[None\]"),
     ((2, 32, 32, 1), {"channels": 3}, r"must have 3 channels.*\(2, 32, 32, 1\)"),
-])
+  ],
+)
 def test_wrong_rank_or_layout(shape, kwargs, match):
   with pytest.raises(ValueError, match=match):
     check_images(np.zeros(shape, np.float32), **kwargs)

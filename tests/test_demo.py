@@ -24,11 +24,13 @@ from jaxsal.experiments.sanity_checks import METRICS
 def demo_run(data_dir, test_masker_workdir, tmp_path_factory):
   """``jaxsal demo`` at the test size on the session's trained classifier and masker."""
   work = tmp_path_factory.mktemp("demo_run") / "demo"
-  shutil.copytree(test_masker_workdir, work)     # the demo reuses a trained classifier and masker
-  overrides = [f"classifier.dataset.data_dir={data_dir}",
-               "localization.methods=('gradient',)",
-               "grid_pointing.methods=('gradient_x_input',)",
-               "sanity.methods=('gradient',)"]
+  shutil.copytree(test_masker_workdir, work)  # the demo reuses a trained classifier and masker
+  overrides = [
+    f"classifier.dataset.data_dir={data_dir}",
+    "localization.methods=('gradient',)",
+    "grid_pointing.methods=('gradient_x_input',)",
+    "sanity.methods=('gradient',)",
+  ]
   argv = ["demo", "--config", "demo_digits:test", "--workdir", str(work), "--no-progress"]
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -46,11 +48,14 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   m = json.loads((work / "metrics.json").read_text())
   assert m["localization"]["rows"] == json.loads((work / "localization.json").read_text())["rows"]
   assert list(m["localization"]["rows"]) == ["masker test", "center box", "gradient"]
-  assert m["grid_pointing"]["grids"] == \
-      json.loads((work / "grid_pointing.json").read_text())["grids"]
-  assert set(m["grid_pointing"]["grids"]["2x2"]) == {"gradient_x_input/alone",
-                                                     "gradient_x_input/cgi",
-                                                     "gradient_x_input/var"}
+  assert (
+    m["grid_pointing"]["grids"] == json.loads((work / "grid_pointing.json").read_text())["grids"]
+  )
+  assert set(m["grid_pointing"]["grids"]["2x2"]) == {
+    "gradient_x_input/alone",
+    "gradient_x_input/cgi",
+    "gradient_x_input/var",
+  }
   rec = json.loads((work / "reconstruction.json").read_text())
   assert m["reconstruction"]["rows"] == rec["rows"]
   assert list(rec["rows"]) == ["masker", "random_pixels"]
@@ -76,19 +81,20 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   pred = np.asarray(apply_fn(params, x).argmax(-1))
   np.testing.assert_array_equal(z["predicted"], pred)
   np.testing.assert_array_equal(z["labels"], [int(test[i]["label"]) for i in range(2)])
-  np.testing.assert_allclose(z["gradient"], np.abs(A.gradient(apply_fn, params, x, pred)).sum(-1),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    z["gradient"], np.abs(A.gradient(apply_fn, params, x, pred)).sum(-1), rtol=1e-4, atol=1e-6
+  )
   for name in GALLERY_METHODS:
     assert z[name].shape == (2, 32, 32) and np.isfinite(z[name]).all(), name
     assert z[name].max() > 0, f"{name}: an all-zero map"
-  assert 0 <= z["masker"].min() and z["masker"].max() <= 1
+  assert z["masker"].min() >= 0 and z["masker"].max() <= 1
 
   # The report: one self-contained file naming every method, metric and check,
   # its figures PNGs that decode and are not blank.
   html = (work / "report.html").read_text()
   assert "<script" not in html and "http://" not in html and "https://" not in html
   pngs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
-  assert len(pngs) == 5                  # gallery, grid, cascade, curves, reconstructions
+  assert len(pngs) == 5  # gallery, grid, cascade, curves, reconstructions
   for b64 in pngs:
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("L"), np.float32)
     assert min(img.shape) >= 100 and img.std() > 10
@@ -107,17 +113,34 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
 
 
 def _screenshot(chromium, html_path, png_path):
-  subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  f"--user-data-dir={png_path.parent / ('profile_' + png_path.stem)}",
-                  "--hide-scrollbars", "--window-size=1280,4000", f"--screenshot={png_path}",
-                  html_path.as_uri()], check=True, capture_output=True, timeout=120)
+  subprocess.run(
+    [
+      chromium,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      f"--user-data-dir={png_path.parent / ('profile_' + png_path.stem)}",
+      "--hide-scrollbars",
+      "--window-size=1280,4000",
+      f"--screenshot={png_path}",
+      html_path.as_uri(),
+    ],
+    check=True,
+    capture_output=True,
+    timeout=120,
+  )
   return np.asarray(Image.open(png_path).convert("L"), np.float32)
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
-                    reason="no headless Chromium (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+  not (shutil.which("chromium") or shutil.which("chromium-browser")),
+  reason="no headless Chromium (Debian: apt-get install chromium)",
+)
 def test_the_report_renders_its_figures_in_a_headless_browser(demo_run, tmp_path):
   """A screenshot of the report against one of the same page with its figures' data removed."""
   chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -134,20 +157,26 @@ def test_the_report_renders_its_figures_in_a_headless_browser(demo_run, tmp_path
   assert dark > 3 * dark_bare and dark > 0.02, (dark, dark_bare)
 
 
-@pytest.mark.parametrize("override,match", [
+@pytest.mark.parametrize(
+  "override,match",
+  [
     ("gallery.methods=('lime',)", "unknown gallery.methods 'lime'; known: cgi, deconvnet"),
     ("gallery.num_images=0", "gallery.num_images must be a positive integer; got 0"),
     ("sanity.modes=('independent',)", "sanity.modes must include 'cascading'"),
     ("localization.methods=('lrp',)", "unknown method 'lrp'"),
     ("reconstruction.methods=('lime',)", "unknown method 'lime'"),
-    ("reconstruction.masker_variant='fix'", "reconstruction.masker_variant 'fix' is not among "
-                                            "localization.maskers"),
-])
-def test_a_bad_demo_config_is_refused_before_anything_is_written(override, match, tmp_path,
-                                                                 capsys):
+    (
+      "reconstruction.masker_variant='fix'",
+      "reconstruction.masker_variant 'fix' is not among localization.maskers",
+    ),
+  ],
+)
+def test_a_bad_demo_config_is_refused_before_anything_is_written(override, match, tmp_path, capsys):
   work = tmp_path / "demo"
-  assert cli.main(["demo", "--config", "demo_digits:test", "--workdir", str(work),
-                   "--set", override]) == 2
+  assert (
+    cli.main(["demo", "--config", "demo_digits:test", "--workdir", str(work), "--set", override])
+    == 2
+  )
   err = capsys.readouterr().err
   assert err.startswith("jaxsal: error:") and match in err
   assert not work.exists()

@@ -21,7 +21,7 @@ def _launch():
 def _jaxsal_args(remote: str) -> tuple[str, list[str]]:
   """The config and the --set overrides of a printed jaxsal command."""
   words = shlex.split(remote)
-  words = words[words.index("jaxsal"):]
+  words = words[words.index("jaxsal") :]
   config = words[words.index("--config") + 1]
   sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
   return config, sets
@@ -31,13 +31,28 @@ def test_tpu_dry_run_for_a_4_host_slice(capsys):
   launch = _launch()
   assert launch.tpu_hosts("v4-32") == 4 and launch.tpu_hosts("v5litepod-16") == 4
   assert launch.tpu_hosts("v4-8") == 1
-  rc = launch.main(["tpu", "--name", "sal", "--zone", "us-central2-b", "--accelerator", "v4-32",
-                    "--bucket", "gs://b/j", "--mode", "fix", "--dry-run"])
+  rc = launch.main(
+    [
+      "tpu",
+      "--name",
+      "sal",
+      "--zone",
+      "us-central2-b",
+      "--accelerator",
+      "v4-32",
+      "--bucket",
+      "gs://b/j",
+      "--mode",
+      "fix",
+      "--dry-run",
+    ]
+  )
   lines = capsys.readouterr().out.strip().splitlines()
   assert rc == 0 and lines[0].startswith("# v4-32: 4 hosts")
   create, install, run = lines[1:]
-  assert create.startswith("gcloud compute tpus tpu-vm create sal --zone=us-central2-b "
-                           "--accelerator-type=v4-32")
+  assert create.startswith(
+    "gcloud compute tpus tpu-vm create sal --zone=us-central2-b --accelerator-type=v4-32"
+  )
   for line in (install, run):
     assert " ssh sal " in line and "--worker=all" in line
   remote = shlex.split(run)[-1].removeprefix("--command=")
@@ -51,29 +66,52 @@ def test_tpu_dry_run_for_a_4_host_slice(capsys):
 
 def test_gpu_dry_run_for_one_node_and_the_classifier_stage(capsys):
   launch = _launch()
-  assert launch.main(["gpu", "--workdir", "/r/m", "--gpus", "8", "--no-install",
-                      "--dry-run"]) == 0
+  assert launch.main(["gpu", "--workdir", "/r/m", "--gpus", "8", "--no-install", "--dry-run"]) == 0
   line = capsys.readouterr().out.strip().splitlines()[-1]
-  assert line.startswith("env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 "
-                         "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 jaxsal train-masker")
+  assert line.startswith(
+    "env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 "
+    "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 jaxsal train-masker"
+  )
   config, sets = _jaxsal_args(line)
   c = configs.apply_overrides(configs.get_config(config), sets)
   assert c.mode == "ca" and c.classifier_workdir == "/r/m/classifier"
-  launch.main(["tpu", "--name", "s", "--zone", "z", "--bucket", "gs://b", "--stage",
-               "classifier", "--no-create", "--dry-run"])
+  launch.main(
+    [
+      "tpu",
+      "--name",
+      "s",
+      "--zone",
+      "z",
+      "--bucket",
+      "gs://b",
+      "--stage",
+      "classifier",
+      "--no-create",
+      "--dry-run",
+    ]
+  )
   run = capsys.readouterr().out.strip().splitlines()[-1]
   config, sets = _jaxsal_args(shlex.split(run)[-1].removeprefix("--command="))
   assert config == "resnet50_imagenet"
-  assert configs.apply_overrides(configs.get_config(config), sets).dataset.data_dir == \
-      "gs://b/tensorflow_datasets"
+  assert (
+    configs.apply_overrides(configs.get_config(config), sets).dataset.data_dir
+    == "gs://b/tensorflow_datasets"
+  )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["tpu", "--name", "s", "--zone", "z", "--accelerator", "v9-8", "--bucket", "gs://b"],
-     "--accelerator must look like v4-32"),
-    (["tpu", "--name", "s", "--zone", "z", "--bucket", "/local/dir"],
-     "--bucket must be a gs:// path every host can reach"),
-])
+@pytest.mark.parametrize(
+  "argv,message",
+  [
+    (
+      ["tpu", "--name", "s", "--zone", "z", "--accelerator", "v9-8", "--bucket", "gs://b"],
+      "--accelerator must look like v4-32",
+    ),
+    (
+      ["tpu", "--name", "s", "--zone", "z", "--bucket", "/local/dir"],
+      "--bucket must be a gs:// path every host can reach",
+    ),
+  ],
+)
 def test_bad_launch_arguments_are_refused(argv, message, capsys):
   assert _launch().main(argv + ["--dry-run"]) == 2
   assert message in capsys.readouterr().err

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,10 @@ def check_classes(classes: Any, k: int, batch: int) -> jax.Array:
   """Checks a class set (``[K]`` or ``[K, B]``, non-empty, in range, no repeats per image); ``[K, B]``."""
   c = jnp.asarray(classes)
   if c.ndim not in (1, 2) or c.shape[0] == 0:
-    raise ValueError(f"classes must be a non-empty int array [K] (the same classes for every "
-                     f"image) or [K, B]; got shape {tuple(c.shape)}")
+    raise ValueError(
+      f"classes must be a non-empty int array [K] (the same classes for every "
+      f"image) or [K, B]; got shape {tuple(c.shape)}"
+    )
   if c.ndim == 2 and c.shape[1] != batch:
     raise ValueError(f"classes of shape [K, B] must have B = {batch}; got {tuple(c.shape)}")
   if not jnp.issubdtype(c.dtype, jnp.integer):
@@ -75,8 +78,16 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   return explain
 
 
-def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Array,
-               kwargs: dict | None = None, *, chunk_size: int | None = None) -> jax.Array:
+def class_maps(
+  method: Callable,
+  apply_fn,
+  params,
+  x: jax.Array,
+  targets: jax.Array,
+  kwargs: dict | None = None,
+  *,
+  chunk_size: int | None = None,
+) -> jax.Array:
   """``method``'s maps for targets ``[K, B]`` (unchecked, repeats allowed): ``[K, B, ...]``.
 
   ``kwargs`` go to ``method`` (a dict, so that a method's own ``chunk_size``
@@ -90,7 +101,7 @@ def class_maps(method: Callable, apply_fn, params, x: jax.Array, targets: jax.Ar
   if chunk_size is not None:
     _checks.check_positive_int(chunk_size, "chunk_size")
   kwargs = dict(kwargs or {})
-  one = lambda t: method(apply_fn, params, x, t, **kwargs)  # noqa: E731
+  one = lambda t: method(apply_fn, params, x, t, **kwargs)
   with nested_calls():
     hook = class_maps_hook(method)
     if hook is not None:

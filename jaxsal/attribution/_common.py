@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +42,15 @@ def num_classes(apply_fn: ApplyFn, params: Any, x: jax.Array) -> int:
   """The number of logits ``apply_fn`` returns, from shapes alone (no computation)."""
   out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
   if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
-    raise ValueError(f"apply_fn must return logits [B, num_classes] = [{x.shape[0]}, K]; "
-                     f"got shape {out.shape}")
+    raise ValueError(
+      f"apply_fn must return logits [B, num_classes] = [{x.shape[0]}, K]; got shape {out.shape}"
+    )
   return int(out.shape[1])
 
 
-def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
+def check_inputs(
+  apply_fn: ApplyFn, params: Any, x: Any, target: Any
+) -> tuple[jax.Array, jax.Array]:
   """Validates ``x`` and ``target`` and returns them as arrays.
 
   Shapes and dtypes are checked always; values (NaN in ``x``, ``target`` in
@@ -62,11 +66,15 @@ def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[j
   x = jnp.asarray(x)
   target = jnp.asarray(target)
   if target.ndim == 0:
-    raise ValueError(f"target must be an int array of shape [B] = [{x.shape[0]}]; got a scalar. "
-                     "Use jnp.full((B,), c) for one class for every image.")
+    raise ValueError(
+      f"target must be an int array of shape [B] = [{x.shape[0]}]; got a scalar. "
+      "Use jnp.full((B,), c) for one class for every image."
+    )
   if target.shape != (x.shape[0],):
-    raise ValueError(f"target must have shape [B] = [{x.shape[0]}] (one class per image); "
-                     f"got shape {tuple(target.shape)}")
+    raise ValueError(
+      f"target must have shape [B] = [{x.shape[0]}] (one class per image); "
+      f"got shape {tuple(target.shape)}"
+    )
   if not jnp.issubdtype(target.dtype, jnp.integer):
     raise TypeError(f"target must be an integer array; got dtype {target.dtype}")
   k = num_classes(apply_fn, params, x)
@@ -74,8 +82,9 @@ def check_inputs(apply_fn: ApplyFn, params: Any, x: Any, target: Any) -> tuple[j
     t = np.asarray(target)
     bad = t[(t < 0) | (t >= k)]
     if bad.size:
-      raise ValueError(f"target must lie in [0, {k}) (the model has {k} classes); "
-                       f"got {bad.tolist()[:5]}")
+      raise ValueError(
+        f"target must lie in [0, {k}) (the model has {k} classes); got {bad.tolist()[:5]}"
+      )
   if _is_concrete(x):
     _report_nan(np.isnan(np.asarray(x)).reshape(x.shape[0], -1).any(-1))
   elif jnp.issubdtype(x.dtype, jnp.floating) and not _NESTED.get():
@@ -89,8 +98,9 @@ def _report_nan(nan_per_image: Any) -> None:
   nan_per_image = np.asarray(nan_per_image)
   if nan_per_image.any():
     where = np.argwhere(nan_per_image.reshape(-1)).ravel().tolist()
-    raise ValueError(f"x contains NaN (images {where[:10]}); attributions of NaN inputs "
-                     "would be NaN everywhere")
+    raise ValueError(
+      f"x contains NaN (images {where[:10]}); attributions of NaN inputs would be NaN everywhere"
+    )
 
 
 def target_logits(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array) -> jax.Array:

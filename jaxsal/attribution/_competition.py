@@ -9,7 +9,8 @@ both signs kept.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -82,9 +83,15 @@ def _for_classes(method: Callable, per: str, chunk_size: int | None) -> Callable
     if key is not None:
       kwargs["key"] = key
     k, b = num_classes(apply_fn, params, x), x.shape[0]
-    every = class_maps(method, apply_fn, params, x,
-                       jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[:, None], (k, b)), kwargs,
-                       chunk_size=chunk_size)
+    every = class_maps(
+      method,
+      apply_fn,
+      params,
+      x,
+      jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32)[:, None], (k, b)),
+      kwargs,
+      chunk_size=chunk_size,
+    )
     return competition_from_maps(every, per=per)[targets, jnp.arange(b)[None, :]]
 
   return hook
@@ -145,8 +152,9 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
     def step(carry, chunk):
       hi, lo, mine = carry
       cs, ok = chunk
-      maps = class_maps(method, apply_fn, params, x, jnp.broadcast_to(cs[:, None], (size, b)),
-                        kwargs)
+      maps = class_maps(
+        method, apply_fn, params, x, jnp.broadcast_to(cs[:, None], (size, b)), kwargs
+      )
       s = _scores(maps, per)
       okb = ok.reshape((size,) + (1,) * (s.ndim - 1))
       hi = jnp.maximum(hi, jnp.where(okb, s, -jnp.inf).max(0))
@@ -156,12 +164,16 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
       return (hi, lo, mine), None
 
     with nested_calls():
-      shape = jax.eval_shape(lambda: class_maps(method, apply_fn, params, x,
-                                                jnp.zeros((1, b), jnp.int32), kwargs))
+      shape = jax.eval_shape(
+        lambda: class_maps(method, apply_fn, params, x, jnp.zeros((1, b), jnp.int32), kwargs)
+      )
       map_shape, dtype = shape.shape[1:], shape.dtype
       s_shape = map_shape[:-1] + (1,) if per == "pixel" else map_shape
-      init = (jnp.full(s_shape, -jnp.inf, dtype), jnp.full(s_shape, jnp.inf, dtype),
-              jnp.zeros(map_shape, dtype))
+      init = (
+        jnp.full(s_shape, -jnp.inf, dtype),
+        jnp.full(s_shape, jnp.inf, dtype),
+        jnp.zeros(map_shape, dtype),
+      )
       if steps == 1:
         (hi, lo, mine), _ = step(init, (classes[0], valid[0]))
       else:
@@ -174,8 +186,16 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
   return explain
 
 
-def cgi(apply_fn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Array | None = None,
-        per: str = "pixel", chunk_size: int | None = None) -> jax.Array:
+def cgi(
+  apply_fn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  per: str = "pixel",
+  chunk_size: int | None = None,
+) -> jax.Array:
   """Competitive gradient x input (CGI): ``competition(gradient_x_input)``.
 
   ``CGI_y(u) = sum_c x * dz_y/dx`` at pixels ``u`` that ``y`` wins (its score
@@ -202,8 +222,9 @@ def cgi(apply_fn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Arra
   return competition(gradient_x_input, per=per, chunk_size=chunk_size)(apply_fn, params, x, target)
 
 
-def _cgi_for_classes(apply_fn, params, x, targets, *, key=None, per: str = "pixel",
-                     chunk_size: int | None = None):
+def _cgi_for_classes(
+  apply_fn, params, x, targets, *, key=None, per: str = "pixel", chunk_size: int | None = None
+):
   _checks.check_choice(per, "per", PER)
   return _for_classes(gradient_x_input, per, chunk_size)(apply_fn, params, x, targets)
 

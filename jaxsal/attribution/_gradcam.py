@@ -18,10 +18,11 @@ def _tapped(apply_fn: Any, layer: str | None) -> str:
   taps = getattr(apply_fn, "taps", None)
   if taps is None or not callable(getattr(apply_fn, "with_taps", None)):
     raise TypeError(
-        "gradcam needs an apply_fn that exposes feature maps (a jaxsal.models.TappedApplyFn); "
-        f"got {type(apply_fn).__name__}. jaxsal.models.from_linen returns one for Linen "
-        "models that call jaxsal.models.tap and list their taps in TAPS; other models can "
-        "wrap their apply_fn with TappedApplyFn(apply_fn, with_taps, taps).")
+      "gradcam needs an apply_fn that exposes feature maps (a jaxsal.models.TappedApplyFn); "
+      f"got {type(apply_fn).__name__}. jaxsal.models.from_linen returns one for Linen "
+      "models that call jaxsal.models.tap and list their taps in TAPS; other models can "
+      "wrap their apply_fn with TappedApplyFn(apply_fn, with_taps, taps)."
+    )
   if layer is None:
     return taps[-1]
   if layer not in taps:
@@ -29,26 +30,33 @@ def _tapped(apply_fn: Any, layer: str | None) -> str:
   return layer
 
 
-def gradcam_coarse(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                   layer: str | None = None, relu: bool = True) -> jax.Array:
+def gradcam_coarse(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  layer: str | None = None,
+  relu: bool = True,
+) -> jax.Array:
   """Grad-CAM at the tap's own resolution: ``[B, h, w]`` (inputs unchecked)."""
   layer = _tapped(apply_fn, layer)
   _, shapes = jax.eval_shape(lambda p, v: apply_fn.with_taps(p, v, taps=[layer]), params, x)
   feat_shape = shapes[layer]
   if len(feat_shape.shape) != 4:
-    raise ValueError(f"layer {layer!r} must be a feature map [B, h, w, c]; "
-                     f"got shape {tuple(feat_shape.shape)}")
+    raise ValueError(
+      f"layer {layer!r} must be a feature map [B, h, w, c]; got shape {tuple(feat_shape.shape)}"
+    )
 
   def score(perturbation):
-    logits, feats = apply_fn.with_taps(params, x, taps=[layer],
-                                       perturbations={layer: perturbation})
+    logits, feats = apply_fn.with_taps(params, x, taps=[layer], perturbations={layer: perturbation})
     picked = jnp.take_along_axis(logits, target[:, None].astype(jnp.int32), axis=1)
     return jnp.sum(picked), feats[layer]
 
   # The gradient with respect to a zero perturbation of the feature map is
   # the gradient with respect to the feature map itself, in one pass.
   grads, feats = jax.grad(score, has_aux=True)(jnp.zeros(feat_shape.shape, feat_shape.dtype))
-  weights = grads.mean(axis=(1, 2))                      # alpha_k: [B, c]
+  weights = grads.mean(axis=(1, 2))  # alpha_k: [B, c]
   cam = jnp.einsum("bhwc,bc->bhw", feats, weights)
   return jax.nn.relu(cam) if relu else cam
 
@@ -59,9 +67,17 @@ def _upsample(cam: jax.Array, x: jax.Array, method: str) -> jax.Array:
   return jnp.broadcast_to(up[..., None], (b, h, w, c)).astype(x.dtype)
 
 
-def gradcam(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-            key: jax.Array | None = None, layer: str | None = None, relu: bool = True,
-            upsample: str = "bilinear") -> jax.Array:
+def gradcam(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  layer: str | None = None,
+  relu: bool = True,
+  upsample: str = "bilinear",
+) -> jax.Array:
   """Grad-CAM (Selvaraju et al. 2017) on a named layer tap, upsampled to the input.
 
   ``cam = relu(sum_k alpha_k A_k)`` with ``A`` the tap's feature map
@@ -106,9 +122,16 @@ def gradcam(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
   return _upsample(cam, x, upsample)
 
 
-def guided_gradcam(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                   key: jax.Array | None = None, layer: str | None = None,
-                   upsample: str = "bilinear") -> jax.Array:
+def guided_gradcam(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  layer: str | None = None,
+  upsample: str = "bilinear",
+) -> jax.Array:
   """Guided Grad-CAM: guided backpropagation times the upsampled Grad-CAM.
 
   The Grad-CAM map (with its ReLU) is resized to ``H x W`` and multiplies

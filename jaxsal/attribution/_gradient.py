@@ -9,8 +9,9 @@ import jax
 from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient
 
 
-def gradient(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-             key: jax.Array | None = None) -> jax.Array:
+def gradient(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Array | None = None
+) -> jax.Array:
   """The gradient of the target logit with respect to the input (Simonyan et al. 2014).
 
   Args:
@@ -37,8 +38,9 @@ def gradient(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
   return input_gradient(apply_fn, params, x, target)
 
 
-def gradient_x_input(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                     key: jax.Array | None = None) -> jax.Array:
+def gradient_x_input(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Array | None = None
+) -> jax.Array:
   """Gradient times input (Shrikumar et al. 2016): ``x * d z_t / d x``.
 
   Args, Returns and Raises as ``gradient``.

@@ -35,8 +35,9 @@ _GUIDED_RELU = _modified_relu(guided=True)
 _DECONV_RELU = _modified_relu(guided=False)
 
 
-def guided_backprop(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                    key: jax.Array | None = None) -> jax.Array:
+def guided_backprop(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Array | None = None
+) -> jax.Array:
   """Guided backpropagation (Springenberg et al. 2015).
 
   The gradient of the target logit, except that at every ReLU the backward
@@ -73,8 +74,9 @@ def guided_backprop(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Ar
   return input_gradient(rewritten, params, x, target)
 
 
-def deconvnet(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-              key: jax.Array | None = None) -> jax.Array:
+def deconvnet(
+  apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *, key: jax.Array | None = None
+) -> jax.Array:
   """The deconvnet attribution (Zeiler & Fergus 2014).
 
   As ``guided_backprop``, but every ReLU's backward pass is ``relu(g_out)``

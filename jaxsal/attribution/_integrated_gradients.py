@@ -52,10 +52,12 @@ def _gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
   dn = ("NHWC", "HWIO", "NHWC")
   kh = jnp.tile(k[:, None, None, None], (1, 1, 1, c))
   kw = jnp.tile(k[None, :, None, None], (1, 1, 1, c))
-  y = jax.lax.conv_general_dilated(pad, kh, (1, 1), "VALID", dimension_numbers=dn,
-                                   feature_group_count=c)
-  return jax.lax.conv_general_dilated(y, kw, (1, 1), "VALID", dimension_numbers=dn,
-                                      feature_group_count=c)
+  y = jax.lax.conv_general_dilated(
+    pad, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
+  )
+  return jax.lax.conv_general_dilated(
+    y, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
+  )
 
 
 def make_baseline(x: jax.Array, baseline: Any = "zeros", *, blur_sigma: float = 5.0) -> jax.Array:
@@ -84,14 +86,26 @@ def make_baseline(x: jax.Array, baseline: Any = "zeros", *, blur_sigma: float = 
     return b
   if b.shape == x.shape[1:]:
     return jnp.broadcast_to(b, x.shape)
-  raise ValueError(f"baseline must be 'zeros', 'blur', a number, or an array of shape "
-                   f"{tuple(x.shape)} or {tuple(x.shape[1:])}; got shape {tuple(b.shape)}")
+  raise ValueError(
+    f"baseline must be 'zeros', 'blur', a number, or an array of shape "
+    f"{tuple(x.shape)} or {tuple(x.shape[1:])}; got shape {tuple(b.shape)}"
+  )
 
 
-def integrated_gradients(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                         key: jax.Array | None = None, baseline: Any = "zeros", steps: int = 50,
-                         rule: str = "gausslegendre", chunk_size: int | None = None,
-                         blur_sigma: float = 5.0, return_delta: bool = False):
+def integrated_gradients(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  baseline: Any = "zeros",
+  steps: int = 50,
+  rule: str = "gausslegendre",
+  chunk_size: int | None = None,
+  blur_sigma: float = 5.0,
+  return_delta: bool = False,
+):
   """Integrated gradients (Sundararajan et al. 2017).
 
   ``IG(x) = (x - x') * integral_0^1 dz_t/dx (x' + a (x - x')) da``, the
@@ -147,8 +161,9 @@ def integrated_gradients(apply_fn: ApplyFn, params: Any, x: jax.Array, target: j
     g = jax.vmap(grad_at)(a)
     return total + jnp.tensordot(w.astype(x.dtype), g, axes=1), None
 
-  total, _ = jax.lax.scan(body, jnp.zeros_like(x),
-                          (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype)))
+  total, _ = jax.lax.scan(
+    body, jnp.zeros_like(x), (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
+  )
   attr = diff * total
   if not return_delta:
     return attr

@@ -22,12 +22,23 @@ def total_variation(mask: jax.Array, beta: float) -> jax.Array:
   return dy.mean() + dx.mean()
 
 
-def meaningful_perturbation(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                            key: jax.Array | None = None, mode: str = "deletion",
-                            steps: int = 300, learning_rate: float = 0.1,
-                            mask_size: int = 28, l1_coeff: float = 0.01,
-                            tv_coeff: float = 0.2, tv_beta: float = 3.0,
-                            blur_sigma: float = 5.0, return_loss: bool = False):
+def meaningful_perturbation(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  mode: str = "deletion",
+  steps: int = 300,
+  learning_rate: float = 0.1,
+  mask_size: int = 28,
+  l1_coeff: float = 0.01,
+  tv_coeff: float = 0.2,
+  tv_beta: float = 3.0,
+  blur_sigma: float = 5.0,
+  return_loss: bool = False,
+):
   """A smooth mask that deletes (or preserves) the evidence for the target class.
 
   Each image ``x`` gets a mask ``m`` in ``[0, 1]`` at ``mask_size x

@@ -21,9 +21,18 @@ def _pair(v, name):
   return v
 
 
-def occlusion(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-              key: jax.Array | None = None, patch: Any = 8, stride: Any = 4,
-              baseline: float = 0.0, chunk_size: int | None = 64) -> jax.Array:
+def occlusion(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  patch: Any = 8,
+  stride: Any = 4,
+  baseline: float = 0.0,
+  chunk_size: int | None = 64,
+) -> jax.Array:
   """Occlusion sensitivity (Zeiler & Fergus 2014).
 
   A ``patch`` (all channels) slides over the image with ``stride``; at each
@@ -62,7 +71,7 @@ def occlusion(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *
   xs = np.arange(-(-(w - pw) // sw) + 1) * sw
   masks = np.zeros((len(ys) * len(xs), h, w), np.float32)
   for i, (y0, x0) in enumerate((a, b) for a in ys for b in xs):
-    masks[i, y0:y0 + ph, x0:x0 + pw] = 1.0
+    masks[i, y0 : y0 + ph, x0 : x0 + pw] = 1.0
   count = masks.sum(0)
   clean = target_logits(apply_fn, params, x, target)
 

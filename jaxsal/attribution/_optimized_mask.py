@@ -21,21 +21,38 @@ def _check_weight(value: Any, name: str) -> float:
 
 def _image_keys(key: Any, batch: int) -> jax.Array:
   if key is None:
-    raise ValueError("optimized_mask needs key=jax.random.key(seed) (or one key per image, "
-                     "shape [B]) to draw each mask's random start")
+    raise ValueError(
+      "optimized_mask needs key=jax.random.key(seed) (or one key per image, "
+      "shape [B]) to draw each mask's random start"
+    )
   if jnp.ndim(key) == 0:
     return jax.random.split(key, batch)
   if jnp.ndim(key) == 1 and key.shape[0] == batch:
     return key
-  raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{batch}]; "
-                   f"got shape {tuple(jnp.shape(key))}")
+  raise ValueError(
+    f"key must be one PRNG key or one per image, shape [B] = [{batch}]; "
+    f"got shape {tuple(jnp.shape(key))}"
+  )
 
 
-def optimized_mask(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-                   key: jax.Array | None = None, steps: int = 300, learning_rate: float = 0.1,
-                   mask_scale: int = 8, lam_area: float = 1e-4, lam_tv: float = 1e-2,
-                   tv_beta: float = 3.0, substrate: Any = "blur", blur_sigma: float = 5.0,
-                   init_std: float = 1.0, return_aux: bool = False):
+def optimized_mask(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  steps: int = 300,
+  learning_rate: float = 0.1,
+  mask_scale: int = 8,
+  lam_area: float = 1e-4,
+  lam_tv: float = 1e-2,
+  tv_beta: float = 3.0,
+  substrate: Any = "blur",
+  blur_sigma: float = 5.0,
+  init_std: float = 1.0,
+  return_aux: bool = False,
+):
   """A mask optimised for each input, from a random start, to keep the target class.
 
   This is jaxsal's reading of Thakur & Fischmeister (2020), of which only the
@@ -112,8 +129,9 @@ def optimized_mask(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Arr
   x, target = check_inputs(apply_fn, params, x, target)
   b, h, w, _ = x.shape
   if h % mask_scale or w % mask_scale:
-    raise ValueError(f"mask_scale={mask_scale} must divide the image's height and width; "
-                     f"got a {h}x{w} image")
+    raise ValueError(
+      f"mask_scale={mask_scale} must divide the image's height and width; got a {h}x{w} image"
+    )
   keys = _image_keys(key, b)
   base = make_baseline(x, substrate, blur_sigma=blur_sigma)
   mh, mw = h // mask_scale, w // mask_scale
@@ -135,7 +153,7 @@ def optimized_mask(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Arr
     loss = -logp_t + lam_area * up.sum((1, 2, 3)) + lam_tv * tv
     return loss, (jnp.exp(logp_t), up.mean((1, 2, 3)))
 
-  total = lambda theta: jnp.sum(per_image(theta)[0])  # noqa: E731
+  total = lambda theta: jnp.sum(per_image(theta)[0])
   grad_fn = jax.grad(total)
 
   def step(carry, _):

@@ -77,6 +77,9 @@ def keep_top(scores: jax.Array, fraction: jax.Array) -> jax.Array:
   order = jnp.argsort(-flat, axis=1, stable=True)
   # The rank of each pixel: the inverse of the sorting permutation (a scatter,
   # not a second sort).
-  rank = jnp.zeros_like(order).at[jnp.arange(b)[:, None], order].set(
-      jnp.broadcast_to(jnp.arange(h * w), (b, h * w)))
+  rank = (
+    jnp.zeros_like(order)
+    .at[jnp.arange(b)[:, None], order]
+    .set(jnp.broadcast_to(jnp.arange(h * w), (b, h * w)))
+  )
   return (rank < k[:, None]).astype(scores.dtype).reshape(b, h, w)

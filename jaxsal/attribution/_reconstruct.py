@@ -10,8 +10,14 @@ import jax.numpy as jnp
 from jaxsal._checks import check_images, check_positive_int
 
 
-def reconstruct(generator: Any, x: jax.Array, mask: jax.Array, *, key: jax.Array | None = None,
-                num_samples: int = 8) -> jax.Array:
+def reconstruct(
+  generator: Any,
+  x: jax.Array,
+  mask: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  num_samples: int = 8,
+) -> jax.Array:
   """``num_samples`` variations of each input: its kept pixels, the rest drawn from a generative model.
 
   For each sample ``i`` a latent ``z ~ N(0, I)`` is drawn and the generator's
@@ -51,12 +57,16 @@ def reconstruct(generator: Any, x: jax.Array, mask: jax.Array, *, key: jax.Array
     >>> samples = reconstruct(gen, x, keep_top(maps, 0.1), key=jax.random.key(0))
   """
   if generator is None:
-    raise ValueError("reconstruct needs a trained generative model; got generator=None. Train "
-                     "one with `jaxsal train-generator --config generator_digits --workdir DIR` "
-                     "and load it with jaxsal.train.load_generator(DIR)")
+    raise ValueError(
+      "reconstruct needs a trained generative model; got generator=None. Train "
+      "one with `jaxsal train-generator --config generator_digits --workdir DIR` "
+      "and load it with jaxsal.train.load_generator(DIR)"
+    )
   if not (hasattr(generator, "decode") and hasattr(generator, "latent_dim")):
-    raise ValueError(f"generator must have latent_dim and decode(z, x, mask) (a "
-                     f"jaxsal.models.vae.Generator); got {type(generator).__name__}")
+    raise ValueError(
+      f"generator must have latent_dim and decode(z, x, mask) (a "
+      f"jaxsal.models.vae.Generator); got {type(generator).__name__}"
+    )
   check_positive_int(num_samples, "num_samples")
   check_images(x, "x")
   x = jnp.asarray(x)
@@ -65,8 +75,10 @@ def reconstruct(generator: Any, x: jax.Array, mask: jax.Array, *, key: jax.Array
   if mask.shape == (b, h, w):
     mask = mask[..., None]
   if mask.shape not in ((b, h, w, 1), x.shape):
-    raise ValueError(f"mask must have shape [B, H, W] = {(b, h, w)}, [B, H, W, 1] or x's shape "
-                     f"{tuple(x.shape)}; got {tuple(mask.shape)}")
+    raise ValueError(
+      f"mask must have shape [B, H, W] = {(b, h, w)}, [B, H, W, 1] or x's shape "
+      f"{tuple(x.shape)}; got {tuple(mask.shape)}"
+    )
   one = mask[..., :1]
   if key is None:
     raise ValueError("reconstruct needs key=jax.random.key(seed) to draw its samples")
@@ -77,8 +89,10 @@ def reconstruct(generator: Any, x: jax.Array, mask: jax.Array, *, key: jax.Array
       return jax.random.normal(jax.random.fold_in(key, i), (b, d), jnp.float32)
     if jnp.ndim(key) == 1 and key.shape[0] == b:
       return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), (d,), jnp.float32))(key)
-    raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{b}]; "
-                     f"got shape {tuple(jnp.shape(key))}")
+    raise ValueError(
+      f"key must be one PRNG key or one per image, shape [B] = [{b}]; "
+      f"got shape {tuple(jnp.shape(key))}"
+    )
 
   def sample(i):
     filled = generator.decode(draw(i), x, one).astype(x.dtype)

@@ -38,9 +38,9 @@ from jaxsal.attribution._var import var
 class _Entry:
   description: str
   defaults: Mapping[str, Any]
-  make: Callable[[dict[str, Any]], Callable]   # hparams -> fn(af, p, x, t, key)
-  hparams: frozenset[str]                      # every name get_method accepts for it
-  stochastic: bool = False                     # needs a key
+  make: Callable[[dict[str, Any]], Callable]  # hparams -> fn(af, p, x, t, key)
+  hparams: frozenset[str]  # every name get_method accepts for it
+  stochastic: bool = False  # needs a key
   # hparams -> class_maps_hook(af, p, x, targets, *, key): how for_classes and
   # all_classes explain many classes at once (see _classes.class_maps_hook).
   hook: Callable[[dict[str, Any]], Callable] | None = None
@@ -49,6 +49,7 @@ class _Entry:
 def _plain(method: Callable) -> Callable[[dict[str, Any]], Callable]:
   def make(h):
     return lambda af, p, x, t, key: method(af, p, x, t, key=key, **h)
+
   return make
 
 
@@ -61,6 +62,7 @@ def _occlusion(h):
     if kw.get("stride") is None:
       kw["stride"] = max(kw["patch"] // 2, 1) if isinstance(kw["patch"], int) else kw["patch"]
     return occlusion(af, p, x, t, **kw)
+
   return fn
 
 
@@ -75,11 +77,13 @@ def _rise(h):
 
 def _hook_of(method: Callable, first_key: bool = False) -> Callable[[dict[str, Any]], Callable]:
   """``method``'s own class_maps_hook, with the entry's hyperparameters bound."""
+
   def make(h):
     def hook(af, p, x, targets, *, key=None):
-      return method.class_maps_hook(af, p, x, targets, key=_first(key) if first_key else key,
-                                    **h)
+      return method.class_maps_hook(af, p, x, targets, key=_first(key) if first_key else key, **h)
+
     return hook
+
   return make
 
 
@@ -89,25 +93,33 @@ def _meaningful_perturbation(h):
     if kw.get("mask_size") is None:
       kw["mask_size"] = max(min(x.shape[1], x.shape[2]) // 8, 2)
     return meaningful_perturbation(af, p, x, t, key=key, **kw)
+
   return fn
 
 
 def _smoothgrad(h):
   kw = dict(h)
   base = get_method(kw.pop("method"))
-  wrapped = smoothgrad(lambda af, p, x, t, key=None: base(af, p, x, t),
-                       samples=kw["samples"], sigma=kw["sigma"], mode=kw["mode"],
-                       chunk_size=kw["chunk_size"])
+  wrapped = smoothgrad(
+    lambda af, p, x, t, key=None: base(af, p, x, t),
+    samples=kw["samples"],
+    sigma=kw["sigma"],
+    mode=kw["mode"],
+    chunk_size=kw["chunk_size"],
+  )
   return lambda af, p, x, t, key: wrapped(af, p, x, t, key=key)
 
 
 def _var(h):
   kw = dict(h)
   base_name = kw.pop("method")
-  base = {"gradient": gradient, "gradient_x_input": gradient_x_input,
-          "integrated_gradients": integrated_gradients,
-          "guided_backprop": guided_backprop}[base_name]
-  steps = kw.pop("steps")   # integrated gradients' steps; unused by the other bases
+  base = {
+    "gradient": gradient,
+    "gradient_x_input": gradient_x_input,
+    "integrated_gradients": integrated_gradients,
+    "guided_backprop": guided_backprop,
+  }[base_name]
+  steps = kw.pop("steps")  # integrated gradients' steps; unused by the other bases
   base_kw = {"steps": steps} if base_name == "integrated_gradients" else {}
   wrapped = var(base, **kw)
   return lambda af, p, x, t, key: wrapped(af, p, x, t, **base_kw)
@@ -115,64 +127,119 @@ def _var(h):
 
 _VAR_BASES = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop")
 # smoothgrad averages a deterministic method: the noise is its only randomness.
-_SMOOTHGRAD_BASES = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop",
-                     "deconvnet", "gradcam", "guided_gradcam")
+_SMOOTHGRAD_BASES = (
+  "gradient",
+  "gradient_x_input",
+  "integrated_gradients",
+  "guided_backprop",
+  "deconvnet",
+  "gradcam",
+  "guided_gradcam",
+)
 
 _ENTRIES: dict[str, _Entry] = {
-    "gradient": _Entry(
-        "the gradient of the class logit with respect to the input", {}, _plain(gradient),
-        frozenset()),
-    "gradient_x_input": _Entry(
-        "the gradient times the input", {}, _plain(gradient_x_input), frozenset()),
-    "integrated_gradients": _Entry(
-        "integrated gradients from a zero baseline (Gauss-Legendre)",
-        {"steps": 32, "chunk_size": 8}, _plain(integrated_gradients),
-        frozenset({"steps", "chunk_size", "rule", "baseline", "blur_sigma"})),
-    "smoothgrad": _Entry(
-        "the gradient averaged over noisy copies of the input",
-        {"method": "gradient", "samples": 16, "sigma": 0.15, "mode": "smoothgrad",
-         "chunk_size": 8},
-        _smoothgrad, frozenset({"method", "samples", "sigma", "mode", "chunk_size"}),
-        stochastic=True),
-    "guided_backprop": _Entry(
-        "guided backpropagation (ReLU gradients of negative signals cut)", {},
-        _plain(guided_backprop), frozenset()),
-    "deconvnet": _Entry("the deconvnet rule for ReLUs", {}, _plain(deconvnet), frozenset()),
-    "gradcam": _Entry(
-        "Grad-CAM on the last stage's features (tap l4), upsampled", {"layer": "l4"},
-        _plain(gradcam), frozenset({"layer", "relu", "upsample"})),
-    "guided_gradcam": _Entry(
-        "guided backpropagation times Grad-CAM", {"layer": "l4"}, _plain(guided_gradcam),
-        frozenset({"layer", "upsample"})),
-    "occlusion": _Entry(
-        "the logit's drop when a patch is blanked (patch: 1/8 of the side by default)",
-        {"patch": None, "stride": None, "chunk_size": 16}, _occlusion,
-        frozenset({"patch", "stride", "baseline", "chunk_size"})),
-    "rise": _Entry(
-        "RISE: random masks weighted by the class probability",
-        {"num_masks": 256, "chunk_size": 32}, _rise,
-        frozenset({"num_masks", "grid_size", "p", "chunk_size", "output", "baseline"}),
-        stochastic=True, hook=_hook_of(rise, first_key=True)),
-    "meaningful_perturbation": _Entry(
-        "a smooth deletion mask, optimised per image (Fong & Vedaldi 2017)",
-        {"steps": 300, "mask_size": None}, _meaningful_perturbation,
-        frozenset({"steps", "mask_size", "mode", "learning_rate", "l1_coeff", "tv_coeff",
-                   "tv_beta", "blur_sigma"})),
-    "optimized_mask": _Entry(
-        "a preservation mask optimised per image from a random start (Thakur & Fischmeister "
-        "2020, our reading)",
-        {"steps": 300}, _plain(optimized_mask),
-        frozenset({"steps", "learning_rate", "mask_scale", "lam_area", "lam_tv", "tv_beta",
-                   "substrate", "blur_sigma", "init_std"}),
-        stochastic=True),
-    "cgi": _Entry(
-        "competitive gradient x input: pixels the class wins against all classes (CGI)",
-        {"chunk_size": None}, _plain(cgi), frozenset({"chunk_size", "per"}),
-        hook=_hook_of(cgi)),
-    "var": _Entry(
-        "VAR over gradient x input: attribution the contrastive classes share is damped",
-        {"method": "gradient_x_input", "steps": 32}, _var,
-        frozenset({"method", "steps", "classes", "temperature", "tau", "top_n", "chunk_size"})),
+  "gradient": _Entry(
+    "the gradient of the class logit with respect to the input", {}, _plain(gradient), frozenset()
+  ),
+  "gradient_x_input": _Entry(
+    "the gradient times the input", {}, _plain(gradient_x_input), frozenset()
+  ),
+  "integrated_gradients": _Entry(
+    "integrated gradients from a zero baseline (Gauss-Legendre)",
+    {"steps": 32, "chunk_size": 8},
+    _plain(integrated_gradients),
+    frozenset({"steps", "chunk_size", "rule", "baseline", "blur_sigma"}),
+  ),
+  "smoothgrad": _Entry(
+    "the gradient averaged over noisy copies of the input",
+    {"method": "gradient", "samples": 16, "sigma": 0.15, "mode": "smoothgrad", "chunk_size": 8},
+    _smoothgrad,
+    frozenset({"method", "samples", "sigma", "mode", "chunk_size"}),
+    stochastic=True,
+  ),
+  "guided_backprop": _Entry(
+    "guided backpropagation (ReLU gradients of negative signals cut)",
+    {},
+    _plain(guided_backprop),
+    frozenset(),
+  ),
+  "deconvnet": _Entry("the deconvnet rule for ReLUs", {}, _plain(deconvnet), frozenset()),
+  "gradcam": _Entry(
+    "Grad-CAM on the last stage's features (tap l4), upsampled",
+    {"layer": "l4"},
+    _plain(gradcam),
+    frozenset({"layer", "relu", "upsample"}),
+  ),
+  "guided_gradcam": _Entry(
+    "guided backpropagation times Grad-CAM",
+    {"layer": "l4"},
+    _plain(guided_gradcam),
+    frozenset({"layer", "upsample"}),
+  ),
+  "occlusion": _Entry(
+    "the logit's drop when a patch is blanked (patch: 1/8 of the side by default)",
+    {"patch": None, "stride": None, "chunk_size": 16},
+    _occlusion,
+    frozenset({"patch", "stride", "baseline", "chunk_size"}),
+  ),
+  "rise": _Entry(
+    "RISE: random masks weighted by the class probability",
+    {"num_masks": 256, "chunk_size": 32},
+    _rise,
+    frozenset({"num_masks", "grid_size", "p", "chunk_size", "output", "baseline"}),
+    stochastic=True,
+    hook=_hook_of(rise, first_key=True),
+  ),
+  "meaningful_perturbation": _Entry(
+    "a smooth deletion mask, optimised per image (Fong & Vedaldi 2017)",
+    {"steps": 300, "mask_size": None},
+    _meaningful_perturbation,
+    frozenset(
+      {
+        "steps",
+        "mask_size",
+        "mode",
+        "learning_rate",
+        "l1_coeff",
+        "tv_coeff",
+        "tv_beta",
+        "blur_sigma",
+      }
+    ),
+  ),
+  "optimized_mask": _Entry(
+    "a preservation mask optimised per image from a random start (Thakur & Fischmeister "
+    "2020, our reading)",
+    {"steps": 300},
+    _plain(optimized_mask),
+    frozenset(
+      {
+        "steps",
+        "learning_rate",
+        "mask_scale",
+        "lam_area",
+        "lam_tv",
+        "tv_beta",
+        "substrate",
+        "blur_sigma",
+        "init_std",
+      }
+    ),
+    stochastic=True,
+  ),
+  "cgi": _Entry(
+    "competitive gradient x input: pixels the class wins against all classes (CGI)",
+    {"chunk_size": None},
+    _plain(cgi),
+    frozenset({"chunk_size", "per"}),
+    hook=_hook_of(cgi),
+  ),
+  "var": _Entry(
+    "VAR over gradient x input: attribution the contrastive classes share is damped",
+    {"method": "gradient_x_input", "steps": 32},
+    _var,
+    frozenset({"method", "steps", "classes", "temperature", "tau", "top_n", "chunk_size"}),
+  ),
 }
 
 
@@ -232,12 +299,15 @@ def get_method(name: str, **hparams: Any) -> Callable:
   unknown = sorted(set(hparams) - e.hparams)
   if unknown:
     known = ", ".join(sorted(e.hparams)) or "none"
-    raise ValueError(f"method {name!r} takes no hyperparameter "
-                     f"{', '.join(repr(u) for u in unknown)}; it takes: {known}")
+    raise ValueError(
+      f"method {name!r} takes no hyperparameter "
+      f"{', '.join(repr(u) for u in unknown)}; it takes: {known}"
+    )
   h = {**e.defaults, **hparams}
   if name == "smoothgrad" and h["method"] not in _SMOOTHGRAD_BASES:
-    raise ValueError(f"smoothgrad's method must be one of {', '.join(_SMOOTHGRAD_BASES)}; "
-                     f"got {h['method']!r}")
+    raise ValueError(
+      f"smoothgrad's method must be one of {', '.join(_SMOOTHGRAD_BASES)}; got {h['method']!r}"
+    )
   if name == "var" and h["method"] not in _VAR_BASES:
     raise ValueError(f"var's method must be one of {', '.join(_VAR_BASES)}; got {h['method']!r}")
   core = e.make(h)

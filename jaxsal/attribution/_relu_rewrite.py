@@ -44,8 +44,11 @@ def _is_relu(eqn: Any) -> bool:
   # jax.nn.relu is jit-decorated under its custom_jvp: unwrap single calls.
   while len(eqns) == 1 and eqns[0].primitive is prims.jit_p:
     eqns = eqns[0].params["jaxpr"].jaxpr.eqns
-  return (len(eqns) == 1 and eqns[0].primitive.name == _MAX
-          and any(_is_zero_literal(v) for v in eqns[0].invars))
+  return (
+    len(eqns) == 1
+    and eqns[0].primitive.name == _MAX
+    and any(_is_zero_literal(v) for v in eqns[0].invars)
+  )
 
 
 def _sub_jaxprs(params: dict[str, Any]):
@@ -61,8 +64,9 @@ def _sub_jaxprs(params: dict[str, Any]):
 def _contains_relu(jaxpr: Any, memo: dict[int, bool]) -> bool:
   key = id(jaxpr)
   if key not in memo:
-    memo[key] = any(_is_relu(e) or any(_contains_relu(j, memo) for j in _sub_jaxprs(e.params))
-                    for e in jaxpr.eqns)
+    memo[key] = any(
+      _is_relu(e) or any(_contains_relu(j, memo) for j in _sub_jaxprs(e.params)) for e in jaxpr.eqns
+    )
   return memo[key]
 
 
@@ -71,11 +75,11 @@ def _contains_relu(jaxpr: Any, memo: dict[int, bool]) -> bool:
 # contains ReLUs (its custom rule is then replaced by differentiating the
 # rewritten body, which is what guided backpropagation asks for).
 _INLINE = {
-    prims.jit_p: "jaxpr",
-    prims.closed_call_p: "call_jaxpr",
-    prims.remat_p: "jaxpr",
-    prims.custom_jvp_call_p: "call_jaxpr",
-    prims.custom_vjp_call_p: "call_jaxpr",
+  prims.jit_p: "jaxpr",
+  prims.closed_call_p: "call_jaxpr",
+  prims.remat_p: "jaxpr",
+  prims.custom_jvp_call_p: "call_jaxpr",
+  prims.custom_vjp_call_p: "call_jaxpr",
 }
 
 
@@ -128,22 +132,24 @@ class _Rewriter:
     return prim.bind(*invals, **_bind_params(prim, new_params))
 
   def _rewrite_param(self, value: Any) -> Any:
-    if isinstance(value, tuple) and value and all(
-        isinstance(v, jcore.ClosedJaxpr) for v in value):
+    if isinstance(value, tuple) and value and all(isinstance(v, jcore.ClosedJaxpr) for v in value):
       return tuple(self._rewrite_closed(v) for v in value)
     if isinstance(value, jcore.ClosedJaxpr):
       return self._rewrite_closed(value)
     if isinstance(value, jcore.Jaxpr):
       raise NotImplementedError(
-          "guided backpropagation cannot rewrite ReLUs inside a primitive that holds an "
-          "open jaxpr; please report the model that produced it")
+        "guided backpropagation cannot rewrite ReLUs inside a primitive that holds an "
+        "open jaxpr; please report the model that produced it"
+      )
     return value
 
   def _rewrite_closed(self, closed: Any) -> Any:
     if not _contains_relu(closed.jaxpr, self.memo):
       return closed
-    avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
-             for v in closed.jaxpr.invars]
+    avals = [
+      jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
+      for v in closed.jaxpr.invars
+    ]
     return jax.make_jaxpr(lambda *a: self.eval(closed.jaxpr, list(closed.consts), list(a)))(*avals)
 
 
@@ -156,8 +162,9 @@ def _bind_params(prim: Any, params: dict[str, Any]) -> dict[str, Any]:
   return bound
 
 
-def replace_relu(fn: Callable[..., Any], relu: Callable[[jax.Array], jax.Array],
-                 *, name: str = "this method") -> Callable[..., Any]:
+def replace_relu(
+  fn: Callable[..., Any], relu: Callable[[jax.Array], jax.Array], *, name: str = "this method"
+) -> Callable[..., Any]:
   """Returns ``fn`` with every ``jax.nn.relu`` in its traced program replaced by ``relu``.
 
   Args:
@@ -178,9 +185,10 @@ def replace_relu(fn: Callable[..., Any], relu: Callable[[jax.Array], jax.Array],
     outs = rewriter.eval(closed.jaxpr, list(closed.consts), jax.tree.leaves(args))
     if rewriter.count == 0:
       raise ValueError(
-          f"{name} found no jax.nn.relu in apply_fn's traced program, so it would equal "
-          "the plain gradient. It rewrites ReLUs written as jax.nn.relu (flax.linen.relu, "
-          "flax.nnx.relu); a ReLU written as jnp.maximum(x, 0) is not recognised.")
+        f"{name} found no jax.nn.relu in apply_fn's traced program, so it would equal "
+        "the plain gradient. It rewrites ReLUs written as jax.nn.relu (flax.linen.relu, "
+        "flax.nnx.relu); a ReLU written as jnp.maximum(x, 0) is not recognised."
+      )
     return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
   return rewritten

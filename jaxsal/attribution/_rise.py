@@ -14,8 +14,9 @@ from jaxsal.attribution._common import ApplyFn, check_inputs
 OUTPUTS = ("probabilities", "logits")
 
 
-def rise_masks(key: jax.Array, indices: jax.Array, size: tuple[int, int], *,
-               grid_size: int = 7, p: float = 0.5) -> jax.Array:
+def rise_masks(
+  key: jax.Array, indices: jax.Array, size: tuple[int, int], *, grid_size: int = 7, p: float = 0.5
+) -> jax.Array:
   """The RISE masks with the given indices: ``[N, H, W]`` in ``[0, 1]``.
 
   Mask ``i`` is drawn with ``fold_in(key, i)``: an ``s x s`` grid of
@@ -46,8 +47,9 @@ def rise_masks(key: jax.Array, indices: jax.Array, size: tuple[int, int], *,
   return jax.vmap(one)(indices)
 
 
-def _rise_core(apply_fn, params, x, classes, *, key, num_masks, grid_size, p, chunk_size,
-               output, baseline):
+def _rise_core(
+  apply_fn, params, x, classes, *, key, num_masks, grid_size, p, chunk_size, output, baseline
+):
   """``[J, B, H, W]``: RISE maps of ``classes`` ``[J, B]``."""
   check_positive_int(num_masks, "num_masks")
   check_positive_int(grid_size, "grid_size")
@@ -61,17 +63,17 @@ def _rise_core(apply_fn, params, x, classes, *, key, num_masks, grid_size, p, ch
   b, h, w, c = x.shape
   n_chunks = -(-num_masks // chunk)
   ids = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
-  picked_t = classes.T[None].astype(jnp.int32)                   # [1, B, J]
+  picked_t = classes.T[None].astype(jnp.int32)  # [1, B, J]
 
   def body(total, idx):
     masks = rise_masks(key, idx, (h, w), grid_size=grid_size, p=p).astype(x.dtype)
     valid = (idx < num_masks).astype(x.dtype)
-    m = masks[:, None, :, :, None]                               # [n, 1, H, W, 1]
-    masked = x[None] * m + baseline * (1 - m)                    # [n, B, H, W, C]
+    m = masks[:, None, :, :, None]  # [n, 1, H, W, 1]
+    masked = x[None] * m + baseline * (1 - m)  # [n, B, H, W, C]
     out = apply_fn(params, masked.reshape((chunk * b, h, w, c))).reshape(chunk, b, -1)
     if output == "probabilities":
       out = jax.nn.softmax(out, axis=-1)
-    scores = jnp.take_along_axis(out, picked_t, axis=2) * valid[:, None, None]   # [n, B, J]
+    scores = jnp.take_along_axis(out, picked_t, axis=2) * valid[:, None, None]  # [n, B, J]
     return total + jnp.einsum("nbj,nhw->jbhw", scores, masks), None
 
   zeros = jnp.zeros((classes.shape[0], b, h, w), x.dtype)
@@ -82,15 +84,26 @@ def _rise_core(apply_fn, params, x, classes, *, key, num_masks, grid_size, p, ch
 def _baseline(x, baseline):
   b = jnp.asarray(baseline, x.dtype)
   if b.ndim != 0:
-    raise ValueError(f"baseline must be a number (the value of masked-out pixels); "
-                     f"got shape {tuple(b.shape)}")
+    raise ValueError(
+      f"baseline must be a number (the value of masked-out pixels); got shape {tuple(b.shape)}"
+    )
   return b
 
 
-def rise(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
-         key: jax.Array | None = None, num_masks: int = 4000, grid_size: int = 7,
-         p: float = 0.5, chunk_size: int | None = 100, output: str = "probabilities",
-         baseline: float = 0.0) -> jax.Array:
+def rise(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  target: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  num_masks: int = 4000,
+  grid_size: int = 7,
+  p: float = 0.5,
+  chunk_size: int | None = 100,
+  output: str = "probabilities",
+  baseline: float = 0.0,
+) -> jax.Array:
   """RISE (Petsiuk, Das, Saenko 2018): the score-weighted average of random masks.
 
   ``S_t = sum_i f_t(x * M_i + b (1 - M_i)) M_i / (N p)`` over ``N`` random
@@ -128,23 +141,53 @@ def rise(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array, *,
     >>> maps = rise(apply_fn, params, x, y, key=jax.random.key(0), num_masks=2000)
   """
   x, target = check_inputs(apply_fn, params, x, target)
-  return rise_for_classes(apply_fn, params, x, target[None], key=key, num_masks=num_masks,
-                          grid_size=grid_size, p=p, chunk_size=chunk_size, output=output,
-                          baseline=baseline)[0]
+  return rise_for_classes(
+    apply_fn,
+    params,
+    x,
+    target[None],
+    key=key,
+    num_masks=num_masks,
+    grid_size=grid_size,
+    p=p,
+    chunk_size=chunk_size,
+    output=output,
+    baseline=baseline,
+  )[0]
 
 
-def rise_for_classes(apply_fn: ApplyFn, params: Any, x: jax.Array, classes: jax.Array, *,
-                     key: jax.Array | None = None, num_masks: int = 4000, grid_size: int = 7,
-                     p: float = 0.5, chunk_size: int | None = 100,
-                     output: str = "probabilities", baseline: float = 0.0) -> jax.Array:
+def rise_for_classes(
+  apply_fn: ApplyFn,
+  params: Any,
+  x: jax.Array,
+  classes: jax.Array,
+  *,
+  key: jax.Array | None = None,
+  num_masks: int = 4000,
+  grid_size: int = 7,
+  p: float = 0.5,
+  chunk_size: int | None = 100,
+  output: str = "probabilities",
+  baseline: float = 0.0,
+) -> jax.Array:
   """RISE maps ``[K, B, H, W, C]`` of ``classes`` ``[K, B]`` from one set of forward passes.
 
   ``for_classes(rise, ...)`` and ``all_classes(rise)`` call this, after
   checking ``x`` and ``classes``; the hyperparameters are ``rise``'s.
   """
-  maps = _rise_core(apply_fn, params, x, classes, key=key, num_masks=num_masks,
-                    grid_size=grid_size, p=p, chunk_size=chunk_size, output=output,
-                    baseline=_baseline(x, baseline))
+  maps = _rise_core(
+    apply_fn,
+    params,
+    x,
+    classes,
+    key=key,
+    num_masks=num_masks,
+    grid_size=grid_size,
+    p=p,
+    chunk_size=chunk_size,
+    output=output,
+    baseline=_baseline(x, baseline),
+  )
   return jnp.broadcast_to(maps[..., None], (classes.shape[0],) + x.shape)
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,12 +29,18 @@ def sample_noise(key: jax.Array, x: jax.Array, i: jax.Array, scale: jax.Array) -
   """
   if jnp.ndim(key) == 0:
     return scale * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-  one = lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype)  # noqa: E731
+  one = lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], x.dtype)
   return scale * jax.vmap(one)(key)
 
 
-def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
-               mode: str = "smoothgrad", chunk_size: int | None = None) -> Callable:
+def smoothgrad(
+  method: Callable,
+  *,
+  samples: int = 50,
+  sigma: float = 0.15,
+  mode: str = "smoothgrad",
+  chunk_size: int | None = None,
+) -> Callable:
   """Averages ``method`` over noisy copies of the input (Smilkov et al. 2017).
 
   Sample ``i`` adds ``sigma * (max(x) - min(x)) * N(0, 1)`` (range per
@@ -78,8 +83,10 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
       raise ValueError("smoothgrad needs key=jax.random.key(seed) to draw its noise")
     x, target = check_inputs(apply_fn, params, x, target)
     if jnp.ndim(key) not in (0, 1) or (jnp.ndim(key) == 1 and key.shape[0] != x.shape[0]):
-      raise ValueError(f"key must be one PRNG key or one per image, shape [B] = [{x.shape[0]}]; "
-                       f"got shape {tuple(jnp.shape(key))}")
+      raise ValueError(
+        f"key must be one PRNG key or one per image, shape [B] = [{x.shape[0]}]; "
+        f"got shape {tuple(jnp.shape(key))}"
+      )
     scale = noise_scale(x, sigma)
     # Full chunks in a scan, then the remainder (if any) in one more vmapped
     # pass: padding the last chunk would compute up to chunk - 1 wasted samples.
@@ -99,8 +106,9 @@ def smoothgrad(method: Callable, *, samples: int = 50, sigma: float = 0.15,
 
     zeros = jnp.zeros_like(x)
     with nested_calls():
-      (s, s2), _ = jax.lax.scan(body, (zeros, zeros),
-                                jnp.arange(n_full * chunk).reshape(n_full, chunk))
+      (s, s2), _ = jax.lax.scan(
+        body, (zeros, zeros), jnp.arange(n_full * chunk).reshape(n_full, chunk)
+      )
       if rest:
         m, m2 = chunk_sums(jnp.arange(n_full * chunk, samples))
         s, s2 = s + m, s2 + m2

@@ -13,7 +13,8 @@ softmax and ``K``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,21 +30,30 @@ DEFAULT_TAU = {"contrastive": 0.01, "given": 0.1, "all": 0.1}
 
 
 def _check_temperature(temperature: Any) -> float:
-  if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-      or not math.isfinite(temperature) or temperature <= 0:
+  if (
+    isinstance(temperature, bool)
+    or not isinstance(temperature, (int, float, np.number))
+    or not math.isfinite(temperature)
+    or temperature <= 0
+  ):
     raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
   return float(temperature)
 
 
 def _check_tau(tau: Any) -> float:
-  if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) \
-      or not 0.0 <= tau < 1.0:
+  if isinstance(tau, bool) or not isinstance(tau, (int, float, np.number)) or not 0.0 <= tau < 1.0:
     raise ValueError(f"tau must be a number in [0, 1); got {tau!r}")
   return float(tau)
 
 
-def var_from_maps(maps: jax.Array, *, temperature: float = 10.0, tau: float = 0.1,
-                  valid: jax.Array | None = None, use_abs: bool = True) -> jax.Array:
+def var_from_maps(
+  maps: jax.Array,
+  *,
+  temperature: float = 10.0,
+  tau: float = 0.1,
+  valid: jax.Array | None = None,
+  use_abs: bool = True,
+) -> jax.Array:
   """VAR for every class of a set, from the set's base maps.
 
   Args:
@@ -84,8 +94,9 @@ def var_from_maps(maps: jax.Array, *, temperature: float = 10.0, tau: float = 0.
   return jnp.where(keep, maps * p, jnp.zeros_like(maps))
 
 
-def contrastive_classes(logits: jax.Array, target: jax.Array, *, top_n: int = 2
-                        ) -> tuple[jax.Array, jax.Array]:
+def contrastive_classes(
+  logits: jax.Array, target: jax.Array, *, top_n: int = 2
+) -> tuple[jax.Array, jax.Array]:
   """The paper's contrastive class set: ``[K, B]`` slots and their validity, ``K = top_n + 1``.
 
   The ``top_n`` most probable classes and the least probable one; if the
@@ -106,8 +117,8 @@ def contrastive_classes(logits: jax.Array, target: jax.Array, *, top_n: int = 2
   k = logits.shape[1]
   if top_n >= k:
     raise ValueError(f"top_n must be < the number of classes ({k}); got {top_n}")
-  top = jax.lax.top_k(logits, top_n)[1].astype(jnp.int32)             # [B, n]
-  least = jnp.argmin(logits, axis=1).astype(jnp.int32)[:, None]        # [B, 1]
+  top = jax.lax.top_k(logits, top_n)[1].astype(jnp.int32)  # [B, n]
+  least = jnp.argmin(logits, axis=1).astype(jnp.int32)[:, None]  # [B, 1]
   target = target.astype(jnp.int32)[:, None]
   have = (top == target).any(1, keepdims=True) | (least == target)
   slots = jnp.where(have, jnp.concatenate([top, least], 1), jnp.concatenate([target, top], 1))
@@ -121,9 +132,16 @@ def _first_occurrences(slots: jax.Array) -> jax.Array:
   return ~(same & earlier).any(2)
 
 
-def var(method: Callable, *, classes: Any = "contrastive", temperature: float = 10.0,
-        tau: float | None = None, top_n: int = 2, use_abs: bool = True,
-        chunk_size: int | None = None) -> Callable:
+def var(
+  method: Callable,
+  *,
+  classes: Any = "contrastive",
+  temperature: float = 10.0,
+  tau: float | None = None,
+  top_n: int = 2,
+  use_abs: bool = True,
+  chunk_size: int | None = None,
+) -> Callable:
   """VAR over ``method``: the target's map, damped where other classes' maps are as strong.
 
   The returned function has the attribution contract
@@ -196,16 +214,22 @@ def var(method: Callable, *, classes: Any = "contrastive", temperature: float = 
       if not isinstance(slots, jax.core.Tracer) and not isinstance(target, jax.core.Tracer):
         missing = ~(np.asarray(slots) == np.asarray(target)[None, :]).any(0)
         if missing.any():
-          raise ValueError(f"each image's target must be in its class set; images "
-                           f"{np.flatnonzero(missing).tolist()[:10]} have targets "
-                           f"{np.asarray(target)[missing].tolist()[:10]} outside it")
+          raise ValueError(
+            f"each image's target must be in its class set; images "
+            f"{np.flatnonzero(missing).tolist()[:10]} have targets "
+            f"{np.asarray(target)[missing].tolist()[:10]} outside it"
+          )
     if key is not None:
       kwargs["key"] = key
     with nested_calls():
       maps = class_maps(method, apply_fn, params, x, slots, kwargs, chunk_size=chunk_size)
-    out = var_from_maps(maps, temperature=temperature,
-                        tau=DEFAULT_TAU[kind] if tau is None else tau,
-                        valid=valid, use_abs=use_abs)
+    out = var_from_maps(
+      maps,
+      temperature=temperature,
+      tau=DEFAULT_TAU[kind] if tau is None else tau,
+      valid=valid,
+      use_abs=use_abs,
+    )
     is_t = (slots == target[None, :]) & valid
     return jnp.where(is_t.reshape(is_t.shape + (1,) * (out.ndim - 2)), out, 0).sum(0)
 

@@ -17,6 +17,7 @@ _PACKAGE = "jaxsal.configs"
 def list_configs() -> list[str]:
   """The names of the configs that ship with jaxsal."""
   import jaxsal.configs as pkg
+
   return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
 
 
@@ -41,7 +42,9 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     'small_cnn'
   """
   if not isinstance(spec, str) or not spec:
-    raise ValueError(f"config must be a name like 'small_cnn_digits:cpu' or a .py path; got {spec!r}")
+    raise ValueError(
+      f"config must be a name like 'small_cnn_digits:cpu' or a .py path; got {spec!r}"
+    )
   name, _, arg = spec.partition(":")
   if name.endswith(".py") or os.sep in name:
     if not os.path.isfile(name):
@@ -51,8 +54,10 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     mod_spec.loader.exec_module(module)
   else:
     if name not in list_configs():
-      raise ValueError(f"unknown config {name!r}; known configs: {', '.join(list_configs())} "
-                       "(or give a path to a .py file)")
+      raise ValueError(
+        f"unknown config {name!r}; known configs: {', '.join(list_configs())} "
+        "(or give a path to a .py file)"
+      )
     module = importlib.import_module(f"{_PACKAGE}.{name}")
   if not hasattr(module, "get_config"):
     raise ValueError(f"config {name!r} defines no get_config(arg) function")
@@ -66,8 +71,9 @@ def _parse_value(text: str):
     return text
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Iterable[str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Iterable[str]
+) -> ml_collections.ConfigDict:
   """Applies ``key.sub=value`` overrides to a copy of ``config``.
 
   Values are parsed as Python literals (``1e-3``, ``(2, 2)``, ``True``,
@@ -95,8 +101,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
       known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       if part not in known:
         where = ".".join(parts[:depth]) or "the top level"
-        raise KeyError(f"config has no key {key!r}: {part!r} is not among the keys of "
-                       f"{where}: {', '.join(known)}")
+        raise KeyError(
+          f"config has no key {key!r}: {part!r} is not among the keys of "
+          f"{where}: {', '.join(known)}"
+        )
       if depth < len(parts) - 1:
         node = node[part]
     value = _parse_value(raw)
@@ -108,6 +116,8 @@ def apply_overrides(config: ml_collections.ConfigDict,
     try:
       node[parts[-1]] = value
     except TypeError as e:
-      raise ValueError(f"override {item!r}: expected a value of type {type(old).__name__}, "
-                       f"got {value!r} ({type(value).__name__})") from e
+      raise ValueError(
+        f"override {item!r}: expected a value of type {type(old).__name__}, "
+        f"got {value!r} ({type(value).__name__})"
+      ) from e
   return config

@@ -26,14 +26,33 @@ Variants (``demo_digits:ARG``):
 
 import ml_collections
 
-from jaxsal.configs import (grid_pointing_digits, localization_digits, reconstruction_digits,
-                            sanity_digits, small_cnn_digits)
+from jaxsal.configs import (
+  grid_pointing_digits,
+  localization_digits,
+  reconstruction_digits,
+  sanity_digits,
+  small_cnn_digits,
+)
 
 # Every attribution method of jaxsal.attribution that needs no generative model,
 # and the trained masker ("reconstruct" needs `jaxsal train-generator`; see the README).
-GALLERY_METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
-                   "guided_backprop", "deconvnet", "gradcam", "guided_gradcam", "occlusion",
-                   "rise", "meaningful_perturbation", "optimized_mask", "cgi", "var", "masker")
+GALLERY_METHODS = (
+  "gradient",
+  "gradient_x_input",
+  "integrated_gradients",
+  "smoothgrad",
+  "guided_backprop",
+  "deconvnet",
+  "gradcam",
+  "guided_gradcam",
+  "occlusion",
+  "rise",
+  "meaningful_perturbation",
+  "optimized_mask",
+  "cgi",
+  "var",
+  "masker",
+)
 
 
 def get_config(arg=None):
@@ -45,8 +64,12 @@ def get_config(arg=None):
 
   c.localization = localization_digits.get_config(None)
   c.localization.maskers = ("ca",)
-  c.localization.masker_overrides = ("num_train_steps=400", "eval_every=400",
-                                     "eval_num_images=200", "checkpoint.every=200")
+  c.localization.masker_overrides = (
+    "num_train_steps=400",
+    "eval_every=400",
+    "eval_num_images=200",
+    "checkpoint.every=200",
+  )
   c.localization.num_images = 500
   c.localization.center_box_images = 1000
   c.localization.ig_steps = 16
@@ -65,7 +88,8 @@ def get_config(arg=None):
   c.sanity.ig_steps = 16
   c.sanity.label_modes = ()
 
-  c.gallery = ml_collections.ConfigDict({
+  c.gallery = ml_collections.ConfigDict(
+    {
       "methods": GALLERY_METHODS,
       "num_images": 6,
       "ig_steps": 16,
@@ -73,9 +97,10 @@ def get_config(arg=None):
       "occlusion_patch": 8,
       "occlusion_stride": 4,
       "rise_masks": 1000,
-      "optimization_steps": 150,   # meaningful_perturbation and optimized_mask
+      "optimization_steps": 150,  # meaningful_perturbation and optimized_mask
       "gradcam_layer": "l4",
-  })
+    }
+  )
 
   c.reconstruction = reconstruction_digits.get_config(None)
   r = c.reconstruction
@@ -87,9 +112,15 @@ def get_config(arg=None):
   r.generator.eval_every = 300
   r.generator.eval_num_images = 200
   r.generator.checkpoint.every = 300
-  r.masker_overrides = c.localization.masker_overrides   # the localisation's masker, reused
-  r.methods = ("optimized_mask", "masker", "gradient", "integrated_gradients",
-               "random_pixels", "random_blobs")
+  r.masker_overrides = c.localization.masker_overrides  # the localisation's masker, reused
+  r.methods = (
+    "optimized_mask",
+    "masker",
+    "gradient",
+    "integrated_gradients",
+    "random_pixels",
+    "random_blobs",
+  )
   r.areas = (0.1,)
   r.num_images = 100
   r.seeds = (0,)

@@ -17,9 +17,15 @@ from ml_collections import config_dict
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.dataset = ml_collections.ConfigDict({
-      "name": "cluttered_digits", "config": config_dict.placeholder(str),
-      "data_dir": config_dict.placeholder(str), "train_split": "train", "eval_split": "test"})
+  c.dataset = ml_collections.ConfigDict(
+    {
+      "name": "cluttered_digits",
+      "config": config_dict.placeholder(str),
+      "data_dir": config_dict.placeholder(str),
+      "train_split": "train",
+      "eval_split": "test",
+    }
+  )
   c.model = ml_collections.ConfigDict({"latent_dim": 32, "widths": (16, 32, 64)})
   # Training masks keep a fraction U(0, max_area) of each image.
   c.max_area = 0.5
@@ -29,16 +35,27 @@ def get_config(arg=None):
   c.free_bits = 0.5
   c.batch_size = 64
   c.num_train_steps = 3000
-  c.optimizer = ml_collections.ConfigDict({
-      "name": "adam", "learning_rate": 1e-3, "momentum": 0.0, "nesterov": False,
-      "weight_decay": 0.0, "schedule": "cosine", "warmup_steps": 100,
-      "decay_every_steps": 0, "decay_factor": 0.1, "grad_clip_norm": 100.0})
+  c.optimizer = ml_collections.ConfigDict(
+    {
+      "name": "adam",
+      "learning_rate": 1e-3,
+      "momentum": 0.0,
+      "nesterov": False,
+      "weight_decay": 0.0,
+      "schedule": "cosine",
+      "warmup_steps": 100,
+      "decay_every_steps": 0,
+      "decay_factor": 0.1,
+      "grad_clip_norm": 100.0,
+    }
+  )
   c.log_every = 50
   c.eval_every = 1000
   c.eval_num_images = 1000
   c.eval_batch_size = 100
-  c.checkpoint = ml_collections.ConfigDict({
-      "every": 500, "keep": 2, "use_async": True, "restore_step": -1})
+  c.checkpoint = ml_collections.ConfigDict(
+    {"every": 500, "keep": 2, "use_async": True, "restore_step": -1}
+  )
   c.mesh = ml_collections.ConfigDict({"shape": {"data": -1}, "num_devices": 0})
   c.distributed = "auto"
 

@@ -34,9 +34,9 @@ def get_config(arg=None):
   c.ig_steps = 32
   c.gradcam_layer = "l4"
   c.temperature = 10.0
-  c.tau = 0.1                 # the official code's tau for given class sets
-  c.smooth = 0                # odd average-pooling window before scoring; 0: none
-  c.batch_size = 8            # grids per compiled call
+  c.tau = 0.1  # the official code's tau for given class sets
+  c.smooth = 0  # odd average-pooling window before scoring; 0: none
+  c.batch_size = 8  # grids per compiled call
 
   if arg in (None, "", "cpu"):
     pass

@@ -14,8 +14,14 @@ import ml_collections
 
 from jaxsal.configs import masker_digits, small_cnn_digits
 
-METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
-           "guided_backprop", "gradcam")
+METHODS = (
+  "gradient",
+  "gradient_x_input",
+  "integrated_gradients",
+  "smoothgrad",
+  "guided_backprop",
+  "gradcam",
+)
 MASKERS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "fix_fewshot", "ca_pool")
 
 

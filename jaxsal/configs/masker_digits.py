@@ -25,13 +25,22 @@ VARIANTS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "fix_fewshot", "ca_poo
 
 
 def _optimizer(name, lr, momentum=0.0):
-  return ml_collections.ConfigDict({
-      "name": name, "learning_rate": lr, "momentum": momentum, "nesterov": False,
-      "weight_decay": 1e-4, "schedule": "step", "warmup_steps": 0,
+  return ml_collections.ConfigDict(
+    {
+      "name": name,
+      "learning_rate": lr,
+      "momentum": momentum,
+      "nesterov": False,
+      "weight_decay": 1e-4,
+      "schedule": "step",
+      "warmup_steps": 0,
       # 0: decay x0.1 at a third and at two thirds of training (the paper:
       # every 20 of 60 epochs).
-      "decay_every_steps": 0, "decay_factor": 0.1,
-      "grad_clip_norm": 10.0 if name == "adam" else 0.0})
+      "decay_every_steps": 0,
+      "decay_factor": 0.1,
+      "grad_clip_norm": 10.0 if name == "adam" else 0.0,
+    }
+  )
 
 
 def get_config(arg=None):
@@ -40,29 +49,44 @@ def get_config(arg=None):
   c.classifier = small_cnn_digits.get_config(None)
   # '' means <workdir>/classifier.
   c.classifier_workdir = ""
-  c.mode = "ca"                     # 'ca' (classifier alongside) or 'fix'
-  c.masker = ml_collections.ConfigDict({
+  c.mode = "ca"  # 'ca' (classifier alongside) or 'fix'
+  c.masker = ml_collections.ConfigDict(
+    {
       # The small CNN's l3 and l4 are both 1/16 of the input (4x4 on 64x64
       # canvases); l1 and l2 add the resolution a 16x16 mask can use.
-      "layers": ("l1", "l2", "l3", "l4"), "hidden": 64, "mask_scale": 4,
-      "gumbel": False, "temperature": 0.1})
-  c.objective = ml_collections.ConfigDict({
-      "name": "both", "lam_in": 1.0, "lam_out": 15.0, "lam_tv": 1e-3,
-      "tv_counted_twice": True, "infill": "constant", "blur_sigma": 20.0})
-  c.historic_prob = 0.5             # CA: chance of skipping the masked classifier step
-  c.pool_size = 0                   # our extension: a pool of past classifiers (0: off)
+      "layers": ("l1", "l2", "l3", "l4"),
+      "hidden": 64,
+      "mask_scale": 4,
+      "gumbel": False,
+      "temperature": 0.1,
+    }
+  )
+  c.objective = ml_collections.ConfigDict(
+    {
+      "name": "both",
+      "lam_in": 1.0,
+      "lam_out": 15.0,
+      "lam_tv": 1e-3,
+      "tv_counted_twice": True,
+      "infill": "constant",
+      "blur_sigma": 20.0,
+    }
+  )
+  c.historic_prob = 0.5  # CA: chance of skipping the masked classifier step
+  c.pool_size = 0  # our extension: a pool of past classifiers (0: off)
   c.pool_every = 100
-  c.few_shot = 0                    # k images per class (0: the whole training split)
+  c.few_shot = 0  # k images per class (0: the whole training split)
   c.batch_size = 64
   c.num_train_steps = 1500
   c.masker_optimizer = _optimizer("adam", 1e-3)
   c.classifier_optimizer = _optimizer("sgd", 1e-3, momentum=0.9)
   c.log_every = 50
   c.eval_every = 500
-  c.eval_num_images = 1000          # test images in the evaluations during training
+  c.eval_num_images = 1000  # test images in the evaluations during training
   c.eval_batch_size = 100
-  c.checkpoint = ml_collections.ConfigDict({
-      "every": 250, "keep": 2, "use_async": True, "restore_step": -1})
+  c.checkpoint = ml_collections.ConfigDict(
+    {"every": 250, "keep": 2, "use_async": True, "restore_step": -1}
+  )
   c.mesh = ml_collections.ConfigDict({"shape": {"data": -1}, "num_devices": 0})
   c.distributed = "auto"
 

@@ -15,8 +15,18 @@ import ml_collections
 
 from jaxsal.configs import generator_digits, masker_digits, small_cnn_digits
 
-METHODS = ("optimized_mask", "masker", "random_pixels", "random_blobs", "gradient",
-           "gradient_x_input", "integrated_gradients", "smoothgrad", "guided_backprop", "gradcam")
+METHODS = (
+  "optimized_mask",
+  "masker",
+  "random_pixels",
+  "random_blobs",
+  "gradient",
+  "gradient_x_input",
+  "integrated_gradients",
+  "smoothgrad",
+  "guided_backprop",
+  "gradcam",
+)
 
 
 def get_config(arg=None):
@@ -36,9 +46,18 @@ def get_config(arg=None):
   c.batch_size = 100
   c.num_samples = 8
   c.seeds = (0, 1, 2)
-  c.optimized_mask = ml_collections.ConfigDict({
-      "steps": 300, "learning_rate": 0.1, "mask_scale": 8, "lam_area": 1e-4, "lam_tv": 1e-2,
-      "tv_beta": 3.0, "substrate": "blur", "blur_sigma": 5.0})
+  c.optimized_mask = ml_collections.ConfigDict(
+    {
+      "steps": 300,
+      "learning_rate": 0.1,
+      "mask_scale": 8,
+      "lam_area": 1e-4,
+      "lam_tv": 1e-2,
+      "tv_beta": 3.0,
+      "substrate": "blur",
+      "blur_sigma": 5.0,
+    }
+  )
   # Random blobs: uniform noise on a grid of 1/blob_scale of the side, upsampled.
   c.blob_scale = 8
   c.ig_steps = 32

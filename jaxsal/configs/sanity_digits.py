@@ -16,8 +16,15 @@ import ml_collections
 
 from jaxsal.configs import small_cnn_digits
 
-METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam",
-           "guided_gradcam", "cgi")
+METHODS = (
+  "gradient",
+  "gradient_x_input",
+  "integrated_gradients",
+  "guided_backprop",
+  "gradcam",
+  "guided_gradcam",
+  "cgi",
+)
 
 
 def get_config(arg=None):

@@ -35,14 +35,17 @@ class FewShotSource:
       labels = [int(source[i]["label"]) for i in range(len(source))]
     labels = np.asarray(labels, np.int64)
     if labels.shape != (len(source),):
-      raise ValueError(f"labels must have one entry per example ({len(source)}); "
-                       f"got shape {labels.shape}")
+      raise ValueError(
+        f"labels must have one entry per example ({len(source)}); got shape {labels.shape}"
+      )
     classes, counts = np.unique(labels, return_counts=True)
     short = [(int(c), int(n)) for c, n in zip(classes, counts) if n < k]
     if short:
       listed = ", ".join(f"class {c} has {n}" for c, n in short)
-      raise ValueError(f"few-shot k={k} is larger than the number of examples of some classes "
-                       f"({listed}); use k <= {int(counts.min())}")
+      raise ValueError(
+        f"few-shot k={k} is larger than the number of examples of some classes "
+        f"({listed}); use k <= {int(counts.min())}"
+      )
     rng = np.random.default_rng([int(seed), 0xF5])
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in classes]
     self.indices = np.sort(np.concatenate(chosen))

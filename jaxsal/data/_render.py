@@ -104,13 +104,18 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
   if not rows.any(axis=-1).all():
     raise ValueError("a mask has no nonzero pixel, so it has no bounding box")
   h, w = masks.shape[-2:]
-  return np.stack([
-      rows.argmax(-1), cols.argmax(-1),
-      h - rows[..., ::-1].argmax(-1), w - cols[..., ::-1].argmax(-1),
-  ], axis=-1).astype(np.int32)
+  return np.stack(
+    [
+      rows.argmax(-1),
+      cols.argmax(-1),
+      h - rows[..., ::-1].argmax(-1),
+      w - cols[..., ::-1].argmax(-1),
+    ],
+    axis=-1,
+  ).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   """``[n_out, n_in]`` bicubic (Keys, a=-0.5) resampling weights, edge-clamped.
 
@@ -123,8 +128,9 @@ def _cubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   weights = np.zeros((n_out, n_in), np.float64)
   for offset in range(-1, 3):
     t = np.abs(centres - (base + offset))
-    w = np.where(t <= 1, (1.5 * t - 2.5) * t * t + 1,
-                 np.where(t < 2, ((-0.5 * t + 2.5) * t - 4) * t + 2, 0.0))
+    w = np.where(
+      t <= 1, (1.5 * t - 2.5) * t * t + 1, np.where(t < 2, ((-0.5 * t + 2.5) * t - 4) * t + 2, 0.0)
+    )
     np.add.at(weights, (np.arange(n_out), np.clip(base + offset, 0, n_in - 1)), w)
   return weights.astype(np.float32)
 
@@ -157,13 +163,13 @@ def _crop_windows(rng: np.random.Generator, sources: np.ndarray):
   rows = np.arange(f)[:, None]
   for h in range(lo, hi + 1):
     # Running maxima, separably: over h rows, then over w columns.
-    row_max = sources[:, :SOURCE_SIZE - h + 1]
+    row_max = sources[:, : SOURCE_SIZE - h + 1]
     for dy in range(1, h):
-      row_max = np.maximum(row_max, sources[:, dy:SOURCE_SIZE - h + 1 + dy])
+      row_max = np.maximum(row_max, sources[:, dy : SOURCE_SIZE - h + 1 + dy])
     for w in range(lo, hi + 1):
-      window_max = row_max[:, :, :SOURCE_SIZE - w + 1]  # [F, 8-h+1, 8-w+1]
+      window_max = row_max[:, :, : SOURCE_SIZE - w + 1]  # [F, 8-h+1, 8-w+1]
       for dx in range(1, w):
-        window_max = np.maximum(window_max, row_max[:, :, dx:SOURCE_SIZE - w + 1 + dx])
+        window_max = np.maximum(window_max, row_max[:, :, dx : SOURCE_SIZE - w + 1 + dx])
       sel = (hs == h) & (ws == w)
       ink[sel] = window_max[np.broadcast_to(rows, sel.shape)[sel], ys[sel], xs[sel]]
   enough = ink >= _MIN_CROP_INK
@@ -172,8 +178,9 @@ def _crop_windows(rng: np.random.Generator, sources: np.ndarray):
   return take(hs), take(ws), take(ys), take(xs)
 
 
-def _place(rng: np.random.Generator, fh: np.ndarray, fw: np.ndarray, canvas_size: int,
-           boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _place(
+  rng: np.random.Generator, fh: np.ndarray, fw: np.ndarray, canvas_size: int, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
   """Top-left corners for fragments ``[F]`` avoiding their digit's ``boxes [F, 4]``.
 
   Each fragment takes the first of ``_PLACEMENT_TRIES`` random positions that
@@ -193,12 +200,12 @@ def _place(rng: np.random.Generator, fh: np.ndarray, fw: np.ndarray, canvas_size
 
 
 def render_cluttered_digits(
-    rng: np.random.Generator,
-    digits: np.ndarray,
-    clutter_digits: np.ndarray,
-    *,
-    num_clutter: np.ndarray | None = None,
-    canvas_size: int = 64,
+  rng: np.random.Generator,
+  digits: np.ndarray,
+  clutter_digits: np.ndarray,
+  *,
+  num_clutter: np.ndarray | None = None,
+  canvas_size: int = 64,
 ) -> RenderedDigits:
   """Renders a batch of digits, each on its own cluttered canvas.
 
@@ -247,15 +254,18 @@ def render_cluttered_digits(
   if digits.ndim != 3 or digits.shape[1:] != (SOURCE_SIZE, SOURCE_SIZE):
     raise ValueError(f"digits must have shape [B, 8, 8]; got {digits.shape}")
   b = len(digits)
-  if clutter_digits.ndim != 4 or clutter_digits.shape[0] != b or clutter_digits.shape[2:] != (
-      SOURCE_SIZE, SOURCE_SIZE):
+  if (
+    clutter_digits.ndim != 4
+    or clutter_digits.shape[0] != b
+    or clutter_digits.shape[2:] != (SOURCE_SIZE, SOURCE_SIZE)
+  ):
     raise ValueError(
-        f"clutter_digits must have shape [B, K, 8, 8] with B={b}; got {clutter_digits.shape}")
+      f"clutter_digits must have shape [B, K, 8, 8] with B={b}; got {clutter_digits.shape}"
+    )
   k = clutter_digits.shape[1]
   num_clutter = np.full(b, k) if num_clutter is None else np.asarray(num_clutter)
   if num_clutter.shape != (b,) or (num_clutter < 0).any() or (num_clutter > k).any():
-    raise ValueError(
-        f"num_clutter must be ints [B={b}] in 0..K={k}; got {num_clutter!r}")
+    raise ValueError(f"num_clutter must be ints [B={b}] in 0..K={k}; got {num_clutter!r}")
   if canvas_size < SOURCE_SIZE:
     raise ValueError(f"canvas_size must be at least {SOURCE_SIZE}; got {canvas_size}")
   if b and not (digits.reshape(b, -1).max(1) > 0).all():
@@ -273,7 +283,7 @@ def render_cluttered_digits(
     members = np.flatnonzero(sizes == size)
     ups = _upscale_ink(digits[members], (size, size))
     for i, up in zip(members, ups):
-      layer[i, ys[i]:ys[i] + size, xs[i]:xs[i] + size] = up
+      layer[i, ys[i] : ys[i] + size, xs[i] : xs[i] + size] = up
   strokes = layer > MASK_THRESHOLD
   for i in np.flatnonzero(~strokes.any(axis=(1, 2))):  # A faint digit: its brightest pixels.
     strokes[i] = layer[i] >= 0.5 * layer[i].max()
@@ -295,10 +305,10 @@ def render_cluttered_digits(
     for key in np.unique(groups, axis=0):
       h, w, gh, gw = (int(v) for v in key)
       members = np.flatnonzero((groups == key).all(axis=1))
-      crops = np.stack([sources[j, cy[j]:cy[j] + h, cx[j]:cx[j] + w] for j in members])
+      crops = np.stack([sources[j, cy[j] : cy[j] + h, cx[j] : cx[j] + w] for j in members])
       frags = _upscale_ink(crops, (gh, gw)) * frag_peaks[members, None, None]
       for j, frag in zip(members, frags):
-        region = ink[owner[j], fy[j]:fy[j] + gh, fx[j]:fx[j] + gw]
+        region = ink[owner[j], fy[j] : fy[j] + gh, fx[j] : fx[j] + gw]
         np.maximum(region, frag, out=region)
 
   grid = rng.random((b, _BACKGROUND_GRID, _BACKGROUND_GRID), dtype=np.float32)
@@ -314,11 +324,11 @@ def render_cluttered_digits(
 
 
 def render_cluttered_digit(
-    rng: np.random.Generator,
-    digit: np.ndarray,
-    clutter_digits: np.ndarray,
-    *,
-    canvas_size: int = 64,
+  rng: np.random.Generator,
+  digit: np.ndarray,
+  clutter_digits: np.ndarray,
+  *,
+  canvas_size: int = 64,
 ) -> RenderedDigits:
   """Renders one digit on a cluttered canvas (``render_cluttered_digits`` for one).
 

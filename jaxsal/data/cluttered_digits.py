@@ -20,11 +20,12 @@ import functools
 import gzip
 import importlib.util
 import pathlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jaxsal.data import _render
 
@@ -76,22 +77,26 @@ class ClutteredDigitsConfig(tfds.core.BuilderConfig):
         raise ValueError(f"ClutteredDigitsConfig.{field} must be a positive integer; got {value!r}")
     if self.canvas_size < _render.SOURCE_SIZE:
       raise ValueError(
-          f"ClutteredDigitsConfig.canvas_size must be at least {_render.SOURCE_SIZE}; "
-          f"got {self.canvas_size}")
+        f"ClutteredDigitsConfig.canvas_size must be at least {_render.SOURCE_SIZE}; "
+        f"got {self.canvas_size}"
+      )
     if not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**32:
-      raise ValueError(f"ClutteredDigitsConfig.seed must be an int in [0, 2**32); got {self.seed!r}")
+      raise ValueError(
+        f"ClutteredDigitsConfig.seed must be an int in [0, 2**32); got {self.seed!r}"
+      )
     if not 0.0 < self.test_fraction < 1.0:
       raise ValueError(
-          f"ClutteredDigitsConfig.test_fraction must be in (0, 1); got {self.test_fraction!r}")
+        f"ClutteredDigitsConfig.test_fraction must be in (0, 1); got {self.test_fraction!r}"
+      )
 
   def parameters(self) -> dict[str, Any]:
     """The parameters that determine the data, as a JSON-able dict."""
     return {
-        "canvas_size": int(self.canvas_size),
-        "num_train": int(self.num_train),
-        "num_test": int(self.num_test),
-        "seed": int(self.seed),
-        "test_fraction": float(self.test_fraction),
+      "canvas_size": int(self.canvas_size),
+      "num_train": int(self.num_train),
+      "num_test": int(self.num_test),
+      "seed": int(self.seed),
+      "test_fraction": float(self.test_fraction),
     }
 
 
@@ -129,6 +134,7 @@ def source_digits() -> tuple[np.ndarray, np.ndarray]:
     images, labels = rows[:, :64].reshape(-1, 8, 8), rows[:, 64].astype(np.int64)
   else:  # Another scikit-learn layout: take the public, slower road.
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
     digits = load_digits()
     images, labels = digits.images.astype(np.float32), digits.target.astype(np.int64)
   images.setflags(write=False)
@@ -172,7 +178,7 @@ def _distinct_others(rng: np.random.Generator, slots: np.ndarray, n: int, k: int
   k = min(k, n - 1)
   draws = rng.integers(0, n - 1, size=(len(slots), 4 * k))
   out = np.empty((len(slots), k), np.int64)
-  for row, (slot, cand) in enumerate(zip(slots.tolist(), draws.tolist())):
+  for row, cand in enumerate(draws.tolist()):
     picked = list(dict.fromkeys(cand))[:k]
     if len(picked) < k:  # Rare: too many repeats among the draws.
       rest = np.setdiff1d(np.arange(n - 1), picked)
@@ -222,22 +228,26 @@ def generate_split(config: ClutteredDigitsConfig, split: str) -> Iterator[dict[s
     slots[in_cycle] = order[pos[in_cycle]]
   lo, hi = _CLUTTER_COUNT
   for start in range(0, count, _CHUNK):
-    chunk = slots[start:start + _CHUNK]
+    chunk = slots[start : start + _CHUNK]
     rng = np.random.default_rng([config.seed, _EXAMPLE, split_id, start // _CHUNK])
     num_clutter = rng.integers(lo, hi + 1, size=len(chunk))
     others = _distinct_others(rng, chunk, n, hi)
     num_clutter = np.minimum(num_clutter, others.shape[1])
     src = sources[chunk]
     out = _render.render_cluttered_digits(
-        rng, images[src], images[sources[others]], num_clutter=num_clutter,
-        canvas_size=config.canvas_size)
+      rng,
+      images[src],
+      images[sources[others]],
+      num_clutter=num_clutter,
+      canvas_size=config.canvas_size,
+    )
     for j, s in enumerate(src.tolist()):
       yield {
-          "image": out.image[j],
-          "label": int(labels[s]),
-          "box": out.box[j],
-          "mask": out.mask[j],
-          "source_index": np.int32(s),
+        "image": out.image[j],
+        "label": int(labels[s]),
+        "box": out.box[j],
+        "mask": out.mask[j],
+        "source_index": np.int32(s),
       }
 
 
@@ -255,12 +265,20 @@ class ClutteredDigits(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      ClutteredDigitsConfig(
-          name="default", description="64x64 canvases, 20000 train / 4000 test.",
-          canvas_size=64, num_train=20000, num_test=4000),
-      ClutteredDigitsConfig(
-          name="small", description="32x32 canvases, 2000 train / 500 test (tests, demos).",
-          canvas_size=32, num_train=2000, num_test=500),
+    ClutteredDigitsConfig(
+      name="default",
+      description="64x64 canvases, 20000 train / 4000 test.",
+      canvas_size=64,
+      num_train=20000,
+      num_test=4000,
+    ),
+    ClutteredDigitsConfig(
+      name="small",
+      description="32x32 canvases, 2000 train / 500 test (tests, demos).",
+      canvas_size=32,
+      num_train=2000,
+      num_test=500,
+    ),
   ]
   DEFAULT_CONFIG_NAME = "default"
   # tfds finds a builder's source through importlib resources, which for an
@@ -273,25 +291,28 @@ class ClutteredDigits(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     s = cfg.canvas_size
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "Handwritten digits from scikit-learn's load_digits, upscaled and placed "
-            "on cluttered canvases (smooth texture, fragments of other digits, noise), "
-            "with pixel masks and tight boxes. Train and test use disjoint source digits."),
-        # Raw bytes, not tf.Example int64 lists (which tfds fills element by
-        # element, 8x slower to write); the sparse mask compresses ~40x.
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(s, s, 1), dtype=np.uint8, encoding="bytes"),
-            "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-            "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-            "mask": tfds.features.Tensor(shape=(s, s), dtype=np.uint8, encoding="zlib"),
-            "source_index": tfds.features.Scalar(dtype=np.int32),
-        }),
-        supervised_keys=("image", "label"),
-        # Stored order = generation order; pipelines shuffle when they read.
-        disable_shuffling=True,
-        homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
-        metadata=tfds.core.MetadataDict(cfg.parameters()),
+      builder=self,
+      description=(
+        "Handwritten digits from scikit-learn's load_digits, upscaled and placed "
+        "on cluttered canvases (smooth texture, fragments of other digits, noise), "
+        "with pixel masks and tight boxes. Train and test use disjoint source digits."
+      ),
+      # Raw bytes, not tf.Example int64 lists (which tfds fills element by
+      # element, 8x slower to write); the sparse mask compresses ~40x.
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(s, s, 1), dtype=np.uint8, encoding="bytes"),
+          "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+          "box": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+          "mask": tfds.features.Tensor(shape=(s, s), dtype=np.uint8, encoding="zlib"),
+          "source_index": tfds.features.Scalar(dtype=np.int32),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      # Stored order = generation order; pipelines shuffle when they read.
+      disable_shuffling=True,
+      homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
+      metadata=tfds.core.MetadataDict(cfg.parameters()),
     )
 
   def _split_generators(self, dl_manager):
@@ -299,5 +320,4 @@ class ClutteredDigits(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split) for split in SPLITS}
 
   def _generate_examples(self, split: str):
-    for i, example in enumerate(generate_split(self.builder_config, split)):
-      yield i, example
+    yield from enumerate(generate_split(self.builder_config, split))

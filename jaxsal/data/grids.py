@@ -38,19 +38,20 @@ def cell_boxes(n: int, height: int, width: int) -> np.ndarray:
   """
   _checks.check_positive_int(n, "n")
   r, c = np.divmod(np.arange(n * n), n)
-  return np.stack([r * height, c * width, (r + 1) * height, (c + 1) * width],
-                  axis=1).astype(np.int32)
+  return np.stack([r * height, c * width, (r + 1) * height, (c + 1) * width], axis=1).astype(
+    np.int32
+  )
 
 
 def compose_grids(
-    images: Any,
-    labels: Any,
-    *,
-    n: int,
-    num_grids: int,
-    seed: int,
-    boxes: Any = None,
-    masks: Any = None,
+  images: Any,
+  labels: Any,
+  *,
+  n: int,
+  num_grids: int,
+  seed: int,
+  boxes: Any = None,
+  masks: Any = None,
 ) -> dict[str, np.ndarray]:
   """Composes ``num_grids`` n x n grids of images of distinct classes.
 
@@ -115,8 +116,9 @@ def compose_grids(
   cells = n * n
   if len(classes) < cells:
     raise ValueError(
-        f"a {n}x{n} grid needs {cells} distinct classes; labels has only "
-        f"{len(classes)}: {classes.tolist()}")
+      f"a {n}x{n} grid needs {cells} distinct classes; labels has only "
+      f"{len(classes)}: {classes.tolist()}"
+    )
 
   rng = np.random.default_rng(seed)
   members = [np.flatnonzero(labels == k) for k in classes]
@@ -129,16 +131,20 @@ def compose_grids(
 
   tiles = images[indices].reshape(num_grids, n, n, h, w, c)
   out = {
-      "image": tiles.transpose(0, 1, 3, 2, 4, 5).reshape(num_grids, n * h, n * w, c),
-      "labels": labels[indices].astype(np.int32),
-      "indices": indices,
-      "cell_boxes": np.broadcast_to(cell_boxes(n, h, w), (num_grids, cells, 4)).copy(),
+    "image": tiles.transpose(0, 1, 3, 2, 4, 5).reshape(num_grids, n * h, n * w, c),
+    "labels": labels[indices].astype(np.int32),
+    "indices": indices,
+    "cell_boxes": np.broadcast_to(cell_boxes(n, h, w), (num_grids, cells, 4)).copy(),
   }
   if boxes is not None:
     offsets = out["cell_boxes"][:, :, [0, 1, 0, 1]]
     out["boxes"] = (boxes[indices].astype(np.int32) + offsets).astype(np.int32)
   if masks is not None:
     ids = (masks[indices] != 0) * np.arange(1, cells + 1, dtype=np.int32)[None, :, None, None]
-    out["mask"] = ids.reshape(num_grids, n, n, h, w).transpose(0, 1, 3, 2, 4).reshape(
-        num_grids, n * h, n * w).astype(np.int32)
+    out["mask"] = (
+      ids.reshape(num_grids, n, n, h, w)
+      .transpose(0, 1, 3, 2, 4)
+      .reshape(num_grids, n * h, n * w)
+      .astype(np.int32)
+    )
   return out

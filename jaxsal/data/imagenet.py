@@ -32,8 +32,15 @@ def _as_rgb(image: Any) -> np.ndarray:
   return image
 
 
-def random_resized_crop_box(rng: np.random.Generator, height: int, width: int, *,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10):
+def random_resized_crop_box(
+  rng: np.random.Generator,
+  height: int,
+  width: int,
+  *,
+  scale=(0.08, 1.0),
+  ratio=(3 / 4, 4 / 3),
+  tries: int = 10,
+):
   """A crop ``(y0, x0, h, w)`` of random area fraction in ``scale`` and aspect ratio in ``ratio``."""
   area = height * width
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -68,7 +75,7 @@ class TrainTransform(grain.transforms.RandomMap):
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     image = _as_rgb(element["image"])
     y0, x0, h, w = random_resized_crop_box(rng, image.shape[0], image.shape[1])
-    out = _resize(image[y0:y0 + h, x0:x0 + w], self.size, self.size)
+    out = _resize(image[y0 : y0 + h, x0 : x0 + w], self.size, self.size)
     if rng.random() < 0.5:
       out = out[:, ::-1]
     return {"image": np.ascontiguousarray(out), "label": element["label"]}
@@ -85,8 +92,11 @@ class EvalTransform(grain.transforms.Map):
     image = _as_rgb(element["image"])
     h, w = image.shape[:2]
     short = int(round(self.size / self.crop_fraction))
-    nh, nw = (short, max(short, int(round(w * short / h)))) if h <= w else (
-        max(short, int(round(h * short / w))), short)
+    nh, nw = (
+      (short, max(short, int(round(w * short / h))))
+      if h <= w
+      else (max(short, int(round(h * short / w))), short)
+    )
     image = _resize(image, nh, nw)
     y0, x0 = (nh - self.size) // 2, (nw - self.size) // 2
-    return {"image": image[y0:y0 + self.size, x0:x0 + self.size], "label": element["label"]}
+    return {"image": image[y0 : y0 + self.size, x0 : x0 + self.size], "label": element["label"]}

@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import grain
 import numpy as np
@@ -33,8 +34,9 @@ except ImportError:  # Not POSIX: preparation is not guarded against concurrency
   fcntl = None
 
 # Where datasets live unless a call names a data_dir (read once, at import).
-DEFAULT_DATA_DIR = os.path.expanduser(os.environ.get(
-    "JAXSAL_DATA_DIR", os.path.join("~", ".cache", "jaxsal", "tensorflow_datasets")))
+DEFAULT_DATA_DIR = os.path.expanduser(
+  os.environ.get("JAXSAL_DATA_DIR", os.path.join("~", ".cache", "jaxsal", "tensorflow_datasets"))
+)
 
 
 class _Dataset(NamedTuple):
@@ -44,19 +46,19 @@ class _Dataset(NamedTuple):
 
 
 DATASETS: dict[str, _Dataset] = {
-    _cd.NAME: _Dataset(splits=_cd.SPLITS, num_classes=10, prepared_here=True),
-    "imagenet2012": _Dataset(splits=("train", "validation"), num_classes=1000,
-                             prepared_here=False),
+  _cd.NAME: _Dataset(splits=_cd.SPLITS, num_classes=10, prepared_here=True),
+  "imagenet2012": _Dataset(splits=("train", "validation"), num_classes=1000, prepared_here=False),
 }
 
 _IMAGENET_HELP = (
-    "imagenet2012 needs a manual download and is prepared outside jaxsal (tfds's "
-    "ImageNet builder needs TensorFlow, which jaxsal never imports): in an environment "
-    "with tensorflow and tensorflow-datasets, put ILSVRC2012_img_train.tar and "
-    "ILSVRC2012_img_val.tar in <manual_dir> and run\n"
-    "  tfds build imagenet2012 --data_dir={data_dir} --manual_dir=<manual_dir> "
-    "--file_format=array_record\n"
-    "then point data_dir (or $JAXSAL_DATA_DIR) at that data_dir.")
+  "imagenet2012 needs a manual download and is prepared outside jaxsal (tfds's "
+  "ImageNet builder needs TensorFlow, which jaxsal never imports): in an environment "
+  "with tensorflow and tensorflow-datasets, put ILSVRC2012_img_train.tar and "
+  "ILSVRC2012_img_val.tar in <manual_dir> and run\n"
+  "  tfds build imagenet2012 --data_dir={data_dir} --manual_dir=<manual_dir> "
+  "--file_format=array_record\n"
+  "then point data_dir (or $JAXSAL_DATA_DIR) at that data_dir."
+)
 
 
 def _check_name(name: str) -> _Dataset:
@@ -73,7 +75,8 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
     base = re.sub(r"\[.*\]$", "", part.strip())
     if base not in splits:
       raise ValueError(
-          f"unknown split {base!r} of dataset {name!r}; known splits: {', '.join(splits)}")
+        f"unknown split {base!r} of dataset {name!r}; known splits: {', '.join(splits)}"
+      )
 
 
 def _resolve_config(config: Any) -> _cd.ClutteredDigitsConfig:
@@ -85,11 +88,13 @@ def _resolve_config(config: Any) -> _cd.ClutteredDigitsConfig:
   if isinstance(config, str):
     if config not in configs:
       raise ValueError(
-          f"unknown config {config!r} of dataset {_cd.NAME!r}; known configs: "
-          f"{', '.join(configs)} (or pass a ClutteredDigitsConfig)")
+        f"unknown config {config!r} of dataset {_cd.NAME!r}; known configs: "
+        f"{', '.join(configs)} (or pass a ClutteredDigitsConfig)"
+      )
     return configs[config]
   raise TypeError(
-      f"config must be None, a config name or a ClutteredDigitsConfig; got {type(config).__name__}")
+    f"config must be None, a config name or a ClutteredDigitsConfig; got {type(config).__name__}"
+  )
 
 
 @contextlib.contextmanager
@@ -107,7 +112,10 @@ def _file_lock(path: str):
 
 
 def cluttered_digits_builder(
-    config: Any = None, *, data_dir: str | os.PathLike | None = None, prepare: bool = True,
+  config: Any = None,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  prepare: bool = True,
 ) -> _cd.ClutteredDigits:
   """Returns the prepared ``cluttered_digits`` builder for a config.
 
@@ -144,15 +152,17 @@ def cluttered_digits_builder(
   builtin = any(cfg is c for c in _cd.ClutteredDigits.BUILDER_CONFIGS)
 
   def make():
-    return _cd.ClutteredDigits(config=cfg.name if builtin else cfg, data_dir=data_dir,
-                               file_format="array_record")
+    return _cd.ClutteredDigits(
+      config=cfg.name if builtin else cfg, data_dir=data_dir, file_format="array_record"
+    )
 
   builder = make()
   if not builder.is_prepared():
     if not prepare:
       raise FileNotFoundError(
-          f"{_cd.NAME}/{cfg.name} is not prepared in {data_dir}; call "
-          "load_source(..., prepare=True) to generate it (offline, seconds to a minute)")
+        f"{_cd.NAME}/{cfg.name} is not prepared in {data_dir}; call "
+        "load_source(..., prepare=True) to generate it (offline, seconds to a minute)"
+      )
     lock = os.path.join(data_dir, _cd.NAME, f".{cfg.name}-{builder.version}.lock")
     with _file_lock(lock):
       builder = make()  # Another process may have prepared it while we waited.
@@ -162,18 +172,19 @@ def cluttered_digits_builder(
   stored = dict(builder.info.metadata or {})
   if stored and stored != cfg.parameters():
     raise ValueError(
-        f"{_cd.NAME}/{cfg.name} in {data_dir} was prepared with parameters {stored}, "
-        f"not {cfg.parameters()}; give the config another name or use another data_dir")
+      f"{_cd.NAME}/{cfg.name} in {data_dir} was prepared with parameters {stored}, "
+      f"not {cfg.parameters()}; give the config another name or use another data_dir"
+    )
   return builder
 
 
 def load_source(
-    name: str,
-    split: str,
-    *,
-    config: Any = None,
-    data_dir: str | os.PathLike | None = None,
-    prepare: bool = True,
+  name: str,
+  split: str,
+  *,
+  config: Any = None,
+  data_dir: str | os.PathLike | None = None,
+  prepare: bool = True,
 ) -> Any:
   """Returns a random-access source of one split of a known dataset.
 
@@ -211,22 +222,26 @@ def load_source(
   data_dir = os.path.expanduser(os.fspath(data_dir or DEFAULT_DATA_DIR))
   if name == _cd.NAME:
     return cluttered_digits_builder(config, data_dir=data_dir, prepare=prepare).as_data_source(
-        split=split)
+      split=split
+    )
   full_name = name if config is None else f"{name}/{config}"
   builder = tfds.builder(full_name, data_dir=data_dir)
   if not builder.is_prepared():
     raise FileNotFoundError(
-        f"{full_name} is not prepared in {data_dir}. " + _IMAGENET_HELP.format(data_dir=data_dir))
+      f"{full_name} is not prepared in {data_dir}. " + _IMAGENET_HELP.format(data_dir=data_dir)
+    )
   file_format = builder.info.file_format
   if file_format is None or file_format.value not in ("array_record", "parquet"):
     raise FileNotFoundError(
-        f"{full_name} in {data_dir} is stored as {file_format}, which has no random access; "
-        "rebuild it with --file_format=array_record. " + _IMAGENET_HELP.format(data_dir=data_dir))
+      f"{full_name} in {data_dir} is stored as {file_format}, which has no random access; "
+      "rebuild it with --file_format=array_record. " + _IMAGENET_HELP.format(data_dir=data_dir)
+    )
   return tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
 
 
-def dataset_info(name: str, config: Any = None, *,
-                 data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def dataset_info(
+  name: str, config: Any = None, *, data_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
   """Returns what a model needs to know about a dataset, without preparing it.
 
   Args:
@@ -252,22 +267,22 @@ def dataset_info(name: str, config: Any = None, *,
     cfg = _resolve_config(config)
     s = cfg.canvas_size
     return {
-        "name": name,
-        "num_classes": spec.num_classes,
-        "image_shape": (s, s, 1),
-        "class_names": _cd.CLASS_NAMES,
-        "splits": {"train": cfg.num_train, "test": cfg.num_test},
+      "name": name,
+      "num_classes": spec.num_classes,
+      "image_shape": (s, s, 1),
+      "class_names": _cd.CLASS_NAMES,
+      "splits": {"train": cfg.num_train, "test": cfg.num_test},
     }
   full_name = name if config is None else f"{name}/{config}"
   data_dir = os.path.expanduser(os.fspath(data_dir or DEFAULT_DATA_DIR))
   info = tfds.builder(full_name, data_dir=data_dir).info
   splits = {s: (info.splits[s].num_examples if s in info.splits else None) for s in spec.splits}
   return {
-      "name": name,
-      "num_classes": info.features["label"].num_classes,
-      "image_shape": tuple(info.features["image"].shape),
-      "class_names": tuple(info.features["label"].names),
-      "splits": splits,
+    "name": name,
+    "num_classes": info.features["label"].num_classes,
+    "image_shape": tuple(info.features["image"].shape),
+    "class_names": tuple(info.features["label"].names),
+    "splits": splits,
   }
 
 
@@ -293,6 +308,7 @@ def _ensure_flags_parsed() -> None:
   """grain's worker processes read absl flags; outside ``absl.app.run`` nobody
   parsed them, so take the defaults (``absl.app.run`` would parse them again)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -305,18 +321,18 @@ def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None
 
 
 def make_batches(
-    source: Any,
-    *,
-    batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    start_step: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    preprocess: Callable[..., dict[str, Any]] | None = None,
-    worker_count: int = 0,
+  source: Any,
+  *,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  preprocess: Callable[..., dict[str, Any]] | None = None,
+  worker_count: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Iterates over this host's share of the global batches of a source.
 
@@ -376,14 +392,16 @@ def make_batches(
     _checks.check_positive_int(num_epochs, "num_epochs")
   if process_count is None or process_index is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_count = jax.process_count() if process_count is None else process_count
     process_index = jax.process_index() if process_index is None else process_index
   _checks.check_positive_int(process_count, "process_count")
   _check_int(process_index, "process_index", 0, process_count)
   if batch_size % process_count:
     raise ValueError(
-        f"batch_size={batch_size} is the global batch and must be divisible by "
-        f"process_count={process_count}; got remainder {batch_size % process_count}")
+      f"batch_size={batch_size} is the global batch and must be divisible by "
+      f"process_count={process_count}; got remainder {batch_size % process_count}"
+    )
   num_examples = len(source)
   if num_examples == 0:
     raise ValueError("source is empty")
@@ -404,7 +422,7 @@ def make_batches(
   total = len(ds) if num_epochs is not None else None
   if total is not None and drop_remainder:
     total -= total % process_count  # Only whole global batches.
-  ds = ds[process_index + start_step * process_count:total:process_count]
+  ds = ds[process_index + start_step * process_count : total : process_count]
   ds = ds.map(_to_model_input)
   if worker_count > 0:
     _ensure_flags_parsed()

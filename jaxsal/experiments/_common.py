@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 
-def trained_classifier(classifier_config, workdir: str, *, progress: bool = True
-                       ) -> tuple[Callable, Any, dict[str, Any]]:
+def trained_classifier(
+  classifier_config, workdir: str, *, progress: bool = True
+) -> tuple[Callable, Any, dict[str, Any]]:
   """Trains the classifier in ``workdir``, or restores it when its checkpoints are there.
 
   Returns:
@@ -20,6 +22,7 @@ def trained_classifier(classifier_config, workdir: str, *, progress: bool = True
     ``seconds``.
   """
   from jaxsal import data, models, train
+
   train.validate_config(classifier_config)
   t0 = time.perf_counter()
   trained = train.train_and_evaluate(classifier_config, workdir, progress=progress)
@@ -27,17 +30,28 @@ def trained_classifier(classifier_config, workdir: str, *, progress: bool = True
   num_classes = data.dataset_info(c.dataset.name, c.dataset.get("config", None))["num_classes"]
   model = models.get_model(c.model.name, num_classes=num_classes, **dict(c.model.kwargs))
   apply_fn, params = models.from_linen(model, jax.device_get(trained["state"].variables))
-  return apply_fn, params, {"mesh": trained["mesh"], "seconds": time.perf_counter() - t0,
-                            "accuracy": float(trained["eval"]["eval_accuracy"])}
+  return (
+    apply_fn,
+    params,
+    {
+      "mesh": trained["mesh"],
+      "seconds": time.perf_counter() - t0,
+      "accuracy": float(trained["eval"]["eval_accuracy"]),
+    },
+  )
 
 
 def test_images(classifier_config, num: int) -> tuple[np.ndarray, np.ndarray]:
   """The first ``num`` images of the classifier's evaluation split, normalised as in training."""
   from jaxsal import data
+
   c = classifier_config
-  src = data.load_source(c.dataset.name, c.dataset.eval_split,
-                         config=c.dataset.get("config", None),
-                         data_dir=c.dataset.get("data_dir", None))
+  src = data.load_source(
+    c.dataset.name,
+    c.dataset.eval_split,
+    config=c.dataset.get("config", None),
+    data_dir=c.dataset.get("data_dir", None),
+  )
   num = min(num, len(src))
   examples = [src[i] for i in range(num)]
   images = np.stack([np.asarray(e["image"]) for e in examples])
@@ -71,5 +85,5 @@ def write_result(path: str, result: dict[str, Any]) -> None:
 def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
   """Lines of a plain-text table: a header, a rule, then the rows, columns padded."""
   widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
   return [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in rows]

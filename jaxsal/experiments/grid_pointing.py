@@ -20,18 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxsal import _checks
+from jaxsal import _checks, metrics
 from jaxsal import attribution as A
-from jaxsal import metrics
 from jaxsal.experiments import _common
 
 VARIANTS = ("alone", "cgi", "var")
 METHODS = {
-    "gradient": A.gradient,
-    "gradient_x_input": A.gradient_x_input,
-    "integrated_gradients": A.integrated_gradients,
-    "guided_backprop": A.guided_backprop,
-    "gradcam": A.gradcam,
+  "gradient": A.gradient,
+  "gradient_x_input": A.gradient_x_input,
+  "integrated_gradients": A.integrated_gradients,
+  "guided_backprop": A.guided_backprop,
+  "gradcam": A.gradcam,
 }
 RESULT_FILE = "grid_pointing.json"
 
@@ -43,8 +42,9 @@ def validate(config) -> None:
   for n in config.grid_sizes:
     _checks.check_positive_int(n, "grid_sizes entry")
     if n < 2:
-      raise ValueError(f"grid_sizes entries must be >= 2 (a 1x1 grid has nothing to point "
-                       f"between); got {n}")
+      raise ValueError(
+        f"grid_sizes entries must be >= 2 (a 1x1 grid has nothing to point between); got {n}"
+      )
   if not config.methods:
     raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
   for m in config.methods:
@@ -69,30 +69,42 @@ def make_scores_fn(apply_fn, config, n: int):
 
   def fn(params, grids, labels):
     g = grids.shape[0]
-    rows, cols = labels.T, jnp.arange(g)[None, :]               # [n*n, G] each
+    rows, cols = labels.T, jnp.arange(g)[None, :]  # [n*n, G] each
     out = {}
     for name in config.methods:
-      maps = A.all_classes(METHODS[name])(apply_fn, params, grids,
-                                          **_common.method_kwargs(name, config))  # [K, G, H, W, C]
+      maps = A.all_classes(METHODS[name])(
+        apply_fn, params, grids, **_common.method_kwargs(name, config)
+      )  # [K, G, H, W, C]
       alone = maps[rows, cols]
       variants = {
-          "alone": alone,
-          "cgi": A.competition_from_maps(maps)[rows, cols],
-          "var": A.var_from_maps(alone, temperature=config.temperature, tau=config.tau),
+        "alone": alone,
+        "cgi": A.competition_from_maps(maps)[rows, cols],
+        "var": A.var_from_maps(alone, temperature=config.temperature, tau=config.tau),
       }
       for variant, m in variants.items():
-        score = jax.vmap(lambda mk, k: metrics.grid_pointing_game(
-            mk, jnp.full((g,), k), n=n, smooth=int(config.smooth)))(m, jnp.arange(cells))
+        score = jax.vmap(
+          lambda mk, k: metrics.grid_pointing_game(
+            mk, jnp.full((g,), k), n=n, smooth=int(config.smooth)
+          )
+        )(m, jnp.arange(cells))
         # Maps with no positive mass score 0; count them apart (VAR's threshold can empty a map).
-        empty = (jnp.maximum(m.sum(-1), 0.0).reshape(cells, g, -1).max(-1) <= 0)
+        empty = jnp.maximum(m.sum(-1), 0.0).reshape(cells, g, -1).max(-1) <= 0
         out[f"{name}/{variant}"] = (score.T, empty.T)
     return out
 
   return fn
 
 
-def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, mesh=None,
-         progress: bool = True) -> dict[str, Any]:
+def play(
+  config,
+  apply_fn,
+  params,
+  images: np.ndarray,
+  labels: np.ndarray,
+  *,
+  mesh=None,
+  progress: bool = True,
+) -> dict[str, Any]:
   """Plays the grid pointing game for a classifier: no training, nothing written.
 
   Args:
@@ -108,34 +120,46 @@ def play(config, apply_fn, params, images: np.ndarray, labels: np.ndarray, *, me
     plus ``empty_share``, the share of maps with no positive mass.
   """
   from jaxsal import data, parallel
+
   validate(config)
   mesh = parallel.make_mesh() if mesh is None else mesh
   params = parallel.replicate(params, mesh)
   say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
   if config.confidence_filter:
-    keep = metrics.confident_correct(jax.jit(apply_fn), params, images, labels,
-                                     min_confidence=float(config.min_confidence))
-    say(f"jaxsal: {int(keep.sum())} of {len(keep)} test images are classified correctly with "
-        f"probability >= {config.min_confidence}; grids are drawn from them")
+    keep = metrics.confident_correct(
+      jax.jit(apply_fn), params, images, labels, min_confidence=float(config.min_confidence)
+    )
+    say(
+      f"jaxsal: {int(keep.sum())} of {len(keep)} test images are classified correctly with "
+      f"probability >= {config.min_confidence}; grids are drawn from them"
+    )
   else:
     keep = np.ones(len(labels), bool)
   width = mesh.shape[parallel.DATA_AXIS]
   batch = -(-int(config.batch_size) // width) * width
-  results: dict[str, Any] = {"images_used": int(keep.sum()), "images_seen": int(len(keep)),
-                             "grids": {}, "seconds": {}}
+  results: dict[str, Any] = {
+    "images_used": int(keep.sum()),
+    "images_seen": int(len(keep)),
+    "grids": {},
+    "seconds": {},
+  }
   for n in config.grid_sizes:
     t1 = time.perf_counter()
-    grids = data.compose_grids(images[keep], labels[keep], n=n, num_grids=int(config.num_grids),
-                               seed=int(config.seed) + n)
+    grids = data.compose_grids(
+      images[keep], labels[keep], n=n, num_grids=int(config.num_grids), seed=int(config.seed) + n
+    )
     fn = jax.jit(make_scores_fn(apply_fn, config, n))
     total = len(grids["image"])
     scores: dict[str, list] = {}
     empties: dict[str, list] = {}
     bar = tqdm(total=total, desc=f"{n}x{n} grids", disable=not progress, dynamic_ncols=True)
     for s in range(0, total, batch):
-      idx = np.arange(s, s + batch).clip(max=total - 1)       # the last batch repeats a grid
-      out = fn(params, parallel.shard_batch(grids["image"][idx], mesh),
-               parallel.shard_batch(grids["labels"][idx], mesh))
+      idx = np.arange(s, s + batch).clip(max=total - 1)  # the last batch repeats a grid
+      out = fn(
+        params,
+        parallel.shard_batch(grids["image"][idx], mesh),
+        parallel.shard_batch(grids["labels"][idx], mesh),
+      )
       real = min(batch, total - s)
       for k, (v, e) in jax.device_get(out).items():
         scores.setdefault(k, []).append(np.asarray(v)[:real])
@@ -169,8 +193,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ValueError: a bad config (before anything is written).
   """
   validate(config)
-  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir,
-                                                      progress=progress)
+  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir, progress=progress)
   images, labels = _common.test_images(config.classifier, int(config.num_images))
   results = play(config, apply_fn, params, images, labels, mesh=info["mesh"], progress=progress)
   results["seconds"]["classifier"] = info["seconds"]
@@ -188,18 +211,24 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 def format_table(results: dict[str, Any]) -> str:
   """The results as text: mean ± sem per method, variant and grid size, then the empty maps."""
   sizes = list(results["grids"])
-  methods = sorted({k.split("/")[0] for r in results["grids"].values() for k in r},
-                   key=list(METHODS).index)
+  methods = sorted(
+    {k.split("/")[0] for r in results["grids"].values() for k in r}, key=list(METHODS).index
+  )
   head = ["method"] + [f"{s} {v}" for s in sizes for v in VARIANTS]
 
   def table(cell, last=None):
-    rows = [[m] + [cell(results["grids"][s].get(f"{m}/{v}")) for s in sizes for v in VARIANTS]
-            for m in methods] + ([last] if last else [])
+    rows = [
+      [m] + [cell(results["grids"][s].get(f"{m}/{v}")) for s in sizes for v in VARIANTS]
+      for m in methods
+    ] + ([last] if last else [])
     return _common.text_table(head, rows)
 
   chance = ["chance"] + [f"{1 / int(s.split('x')[0]) ** 2:.3f}" for s in sizes for _ in VARIANTS]
   scores = table(lambda r: "-" if r is None else f"{r['mean']:.3f} ± {r['sem']:.3f}", chance)
-  empty = table(lambda r: "-" if r is None or "empty_share" not in r
-                else f"{r['empty_share']:.3f}")
-  return "\n".join(["pointing score (mean ± standard error)"] + scores
-                   + ["", "share of maps with no positive mass (they score 0)"] + empty)
+  empty = table(lambda r: "-" if r is None or "empty_share" not in r else f"{r['empty_share']:.3f}")
+  return "\n".join(
+    ["pointing score (mean ± standard error)"]
+    + scores
+    + ["", "share of maps with no positive mass (they score 0)"]
+    + empty
+  )

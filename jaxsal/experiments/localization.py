@@ -29,12 +29,12 @@ from jaxsal import attribution as A
 from jaxsal.experiments import _common
 
 METHODS = {
-    "gradient": A.gradient,
-    "gradient_x_input": A.gradient_x_input,
-    "integrated_gradients": A.integrated_gradients,
-    "smoothgrad": None,  # built from the config (samples)
-    "guided_backprop": A.guided_backprop,
-    "gradcam": A.gradcam,
+  "gradient": A.gradient,
+  "gradient_x_input": A.gradient_x_input,
+  "integrated_gradients": A.integrated_gradients,
+  "smoothgrad": None,  # built from the config (samples)
+  "guided_backprop": A.guided_backprop,
+  "gradcam": A.gradcam,
 }
 RESULT_FILE = "localization.json"
 COLUMNS = ("le", "om", "f1", "f1a", "sm", "pxap", "area", "accuracy")
@@ -44,6 +44,7 @@ def validate(config) -> None:
   """Checks the experiment's own entries before anything runs."""
   from jaxsal import train
   from jaxsal.configs import localization_digits
+
   for m in config.methods:
     _checks.check_choice(m, "method", METHODS)
   for key in ("num_images", "batch_size", "ig_steps", "smoothgrad_samples", "center_box_images"):
@@ -56,6 +57,7 @@ def validate(config) -> None:
 
 def _masker_config(config, variant, module):
   from jaxsal import configs
+
   m = module.masker_config(variant, config.classifier)
   return configs.apply_overrides(m, list(config.masker_overrides))
 
@@ -84,17 +86,27 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """
   from jaxsal import data, metrics, train
   from jaxsal.configs import localization_digits
+
   validate(config)
   cc = config.classifier
   apply_fn, params, info = _common.trained_classifier(cc, workdir, progress=progress)
-  src = lambda split: data.load_source(cc.dataset.name, split,  # noqa: E731
-                                       config=cc.dataset.get("config", None),
-                                       data_dir=cc.dataset.get("data_dir", None))
+  src = lambda split: data.load_source(
+    cc.dataset.name,
+    split,
+    config=cc.dataset.get("config", None),
+    data_dir=cc.dataset.get("data_dir", None),
+  )
   test = src(cc.dataset.eval_split)
-  normalize = lambda im: _common.normalize(cc, np.asarray(im) * 255.0)  # noqa: E731
-  common = dict(source=test, batch_size=int(config.batch_size), normalize=normalize,
-                apply_fn=apply_fn, params=params, num_images=int(config.num_images),
-                progress=progress)
+  normalize = lambda im: _common.normalize(cc, np.asarray(im) * 255.0)
+  common = dict(
+    source=test,
+    batch_size=int(config.batch_size),
+    normalize=normalize,
+    apply_fn=apply_fn,
+    params=params,
+    num_images=int(config.num_images),
+    progress=progress,
+  )
   rows, seconds = {}, {}
 
   def record(name, fn):
@@ -132,8 +144,11 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     def method_maps(x, label, method=method, kwargs=kwargs, name=name):
       logits = apply_fn(params, x)
       pred = logits.argmax(-1)
-      extra = {"key": jax.random.split(jax.random.key(config.seed), x.shape[0])} \
-          if name == "smoothgrad" else {}
+      extra = (
+        {"key": jax.random.split(jax.random.key(config.seed), x.shape[0])}
+        if name == "smoothgrad"
+        else {}
+      )
       maps = jnp.abs(method(apply_fn, params, x, pred, **kwargs, **extra)).sum(-1)
       maps = maps / jnp.maximum(maps.max((1, 2), keepdims=True), 1e-12)
       return jnp.clip(maps, 0.0, 1.0), (pred == label).astype(jnp.float32)
@@ -141,9 +156,14 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     record(name, method_maps)
 
   path = os.path.join(workdir, RESULT_FILE)
-  result = {"rows": rows, "seconds": seconds, "classifier_accuracy": info["accuracy"],
-            "num_images": min(int(config.num_images), len(test)), "path": path,
-            "config": json.loads(config.to_json_best_effort())}
+  result = {
+    "rows": rows,
+    "seconds": seconds,
+    "classifier_accuracy": info["accuracy"],
+    "num_images": min(int(config.num_images), len(test)),
+    "path": path,
+    "config": json.loads(config.to_json_best_effort()),
+  }
   _common.write_result(path, result)
   return result
 

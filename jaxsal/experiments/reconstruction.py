@@ -39,12 +39,12 @@ from jaxsal.experiments import _common
 
 RESULT_FILE = "reconstruction.json"
 GRADIENTS = {
-    "gradient": A.gradient,
-    "gradient_x_input": A.gradient_x_input,
-    "integrated_gradients": A.integrated_gradients,
-    "smoothgrad": None,
-    "guided_backprop": A.guided_backprop,
-    "gradcam": A.gradcam,
+  "gradient": A.gradient,
+  "gradient_x_input": A.gradient_x_input,
+  "integrated_gradients": A.integrated_gradients,
+  "smoothgrad": None,
+  "guided_backprop": A.guided_backprop,
+  "gradcam": A.gradcam,
 }
 OTHERS = ("optimized_mask", "masker", "random_pixels", "random_blobs")
 METHODS = OTHERS + tuple(GRADIENTS)
@@ -65,6 +65,7 @@ def validate(config) -> None:
   """
   from jaxsal import train
   from jaxsal.configs import reconstruction_digits
+
   if not config.methods:
     raise ValueError(f"methods must name at least one of: {', '.join(METHODS)}")
   for m in config.methods:
@@ -76,8 +77,14 @@ def validate(config) -> None:
       raise ValueError(f"areas must be fractions in (0, 1]; got {a!r}")
   if not config.seeds:
     raise ValueError("seeds must hold at least one seed (the spread is over seeds)")
-  for key in ("num_images", "batch_size", "num_samples", "ig_steps", "smoothgrad_samples",
-              "blob_scale"):
+  for key in (
+    "num_images",
+    "batch_size",
+    "num_samples",
+    "ig_steps",
+    "smoothgrad_samples",
+    "blob_scale",
+  ):
     _checks.check_positive_int(config[key], key)
   o = config.optimized_mask
   _checks.check_positive_int(o.steps, "optimized_mask.steps")
@@ -91,16 +98,23 @@ def validate(config) -> None:
 
 def _masker_config(config, module):
   from jaxsal import configs
+
   m = module.masker_config(config.masker_variant, config.classifier)
   return configs.apply_overrides(m, list(config.masker_overrides))
 
 
 def _optimized_kwargs(config) -> dict[str, Any]:
   o = config.optimized_mask
-  return {"steps": int(o.steps), "learning_rate": float(o.learning_rate),
-          "mask_scale": int(o.mask_scale), "lam_area": float(o.lam_area),
-          "lam_tv": float(o.lam_tv), "tv_beta": float(o.tv_beta), "substrate": o.substrate,
-          "blur_sigma": float(o.blur_sigma)}
+  return {
+    "steps": int(o.steps),
+    "learning_rate": float(o.learning_rate),
+    "mask_scale": int(o.mask_scale),
+    "lam_area": float(o.lam_area),
+    "lam_tv": float(o.lam_tv),
+    "tv_beta": float(o.tv_beta),
+    "substrate": o.substrate,
+    "blur_sigma": float(o.blur_sigma),
+  }
 
 
 def _image_keys(seed: int, index: jax.Array) -> jax.Array:
@@ -124,25 +138,36 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """
   from jaxsal import data, train
   from jaxsal.configs import reconstruction_digits
+
   validate(config)
   gen = train.load_generator(generator_workdir(config, workdir))
   cc = config.classifier
   apply_fn, params, info = _common.trained_classifier(cc, workdir, progress=progress)
-  test = data.load_source(cc.dataset.name, cc.dataset.eval_split,
-                          config=cc.dataset.get("config", None),
-                          data_dir=cc.dataset.get("data_dir", None))
+  test = data.load_source(
+    cc.dataset.name,
+    cc.dataset.eval_split,
+    config=cc.dataset.get("config", None),
+    data_dir=cc.dataset.get("data_dir", None),
+  )
   n = min(int(config.num_images), len(test))
   x01 = np.stack([np.asarray(test[i]["image"], np.float32) / 255.0 for i in range(n)])
   labels = np.asarray([int(test[i]["label"]) for i in range(n)], np.int32)
   mean = jnp.asarray(cc.dataset.mean, jnp.float32)
   std = jnp.asarray(cc.dataset.std, jnp.float32)
-  to_input = lambda v: (v - mean) / std  # noqa: E731
-  gen_shape = tuple(jax.eval_shape(gen.decode, jnp.zeros((1, gen.latent_dim)),
-                                   jnp.zeros((1,) + x01.shape[1:]),
-                                   jnp.ones((1,) + x01.shape[1:3] + (1,))).shape[1:])
+  to_input = lambda v: (v - mean) / std
+  gen_shape = tuple(
+    jax.eval_shape(
+      gen.decode,
+      jnp.zeros((1, gen.latent_dim)),
+      jnp.zeros((1,) + x01.shape[1:]),
+      jnp.ones((1,) + x01.shape[1:3] + (1,)),
+    ).shape[1:]
+  )
   if gen_shape != x01.shape[1:]:
-    raise ValueError(f"the generator makes {gen_shape} images but the classifier's test images "
-                     f"are {x01.shape[1:]}; train the generator on the same dataset config")
+    raise ValueError(
+      f"the generator makes {gen_shape} images but the classifier's test images "
+      f"are {x01.shape[1:]}; train the generator on the same dataset config"
+    )
   h, w = x01.shape[1:3]
   seeds = [int(s) for s in config.seeds]
   t_start = time.perf_counter()
@@ -152,35 +177,46 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   fns = {}
   om_kwargs = _optimized_kwargs(config)
   fns["optimized_mask"] = lambda x, p, idx, s: A.optimized_mask(
-      apply_fn, params, to_input(x), p, key=_image_keys(s, idx), **om_kwargs)[..., 0]
-  fns["random_pixels"] = lambda x, p, idx, s: jax.vmap(
-      lambda k: jax.random.uniform(k, (h, w)))(_image_keys(s, idx))
+    apply_fn, params, to_input(x), p, key=_image_keys(s, idx), **om_kwargs
+  )[..., 0]
+  fns["random_pixels"] = lambda x, p, idx, s: jax.vmap(lambda k: jax.random.uniform(k, (h, w)))(
+    _image_keys(s, idx)
+  )
   bs = int(config.blob_scale)
-  fns["random_blobs"] = lambda x, p, idx, s: jax.vmap(lambda k: jax.image.resize(
-      jax.random.uniform(k, (max(h // bs, 1), max(w // bs, 1))), (h, w), "bilinear"))(
-          _image_keys(s, idx))
+  fns["random_blobs"] = lambda x, p, idx, s: jax.vmap(
+    lambda k: jax.image.resize(
+      jax.random.uniform(k, (max(h // bs, 1), max(w // bs, 1))), (h, w), "bilinear"
+    )
+  )(_image_keys(s, idx))
   if "masker" in config.methods:
     mc = _masker_config(config, reconstruction_digits)
     mc.classifier_workdir = workdir
-    out = train.train_masker(mc, os.path.join(workdir, "maskers", config.masker_variant),
-                             progress=progress)
+    out = train.train_masker(
+      mc, os.path.join(workdir, "maskers", config.masker_variant), progress=progress
+    )
     mask_fn, mstate = train.make_mask_fn(out["classifier"], out["masker"]), out["state"]
     fns["masker"] = lambda x, p, idx, s: mask_fn(mstate, to_input(x))[0]
   for name, method in GRADIENTS.items():
     if name == "smoothgrad":
       sg = A.smoothgrad(A.gradient, samples=int(config.smoothgrad_samples))
       fns[name] = lambda x, p, idx, s, sg=sg: jnp.abs(
-          sg(apply_fn, params, to_input(x), p, key=_image_keys(s, idx))).sum(-1)
+        sg(apply_fn, params, to_input(x), p, key=_image_keys(s, idx))
+      ).sum(-1)
     else:
       kw = _common.method_kwargs(name, config)
       fns[name] = lambda x, p, idx, s, m=method, kw=kw: jnp.abs(
-          m(apply_fn, params, to_input(x), p, **kw)).sum(-1)
+        m(apply_fn, params, to_input(x), p, **kw)
+      ).sum(-1)
   predict = jax.jit(lambda x: apply_fn(params, to_input(x)).argmax(-1))
-  preds = np.concatenate([np.asarray(predict(x01[i:i + config.batch_size]))
-                          for i in range(0, n, int(config.batch_size))])
+  preds = np.concatenate(
+    [
+      np.asarray(predict(x01[i : i + config.batch_size]))
+      for i in range(0, n, int(config.batch_size))
+    ]
+  )
 
   num_samples = int(config.num_samples)
-  predict_flat = lambda v: apply_fn(params, to_input(v)).argmax(-1)  # noqa: E731
+  predict_flat = lambda v: apply_fn(params, to_input(v)).argmax(-1)
 
   @jax.jit
   def decide(x, scores, area, pred, label, idx, seed_key):
@@ -199,17 +235,25 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     per_seed = seeds if name in SEEDED else [None]
     totals = {a: [[0, 0] for _ in seeds] for a in areas}
     t0 = time.perf_counter()
-    bar = tqdm(total=len(per_seed) * n, desc=name, disable=not progress, dynamic_ncols=True,
-               mininterval=0.5)
+    bar = tqdm(
+      total=len(per_seed) * n, desc=name, disable=not progress, dynamic_ncols=True, mininterval=0.5
+    )
     for si, seed in enumerate(per_seed):
       for lo, hi in batches:
         x, idx = x01[lo:hi], np.arange(lo, hi)
         scores = fn(x, preds[lo:hi], idx, seed if seed is not None else 0)
         for a in areas:
           # Deterministic maps are computed once and reconstructed under every seed.
-          for sj, s in ([(si, seed)] if seed is not None else list(enumerate(seeds))):
-            kept, right = decide(x, scores, a, preds[lo:hi], labels[lo:hi], idx,
-                                 jax.random.fold_in(jax.random.key(s), 1_000_003))
+          for sj, s in [(si, seed)] if seed is not None else list(enumerate(seeds)):
+            kept, right = decide(
+              x,
+              scores,
+              a,
+              preds[lo:hi],
+              labels[lo:hi],
+              idx,
+              jax.random.fold_in(jax.random.key(s), 1_000_003),
+            )
             totals[a][sj][0] += int(kept)
             totals[a][sj][1] += int(right)
         bar.update(hi - lo)
@@ -223,41 +267,75 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   def stats(per_seed):
     kept = np.asarray([k for k, _ in per_seed], np.float64) / (n * num_samples)
     acc = np.asarray([r for _, r in per_seed], np.float64) / (n * num_samples)
-    return {"kept_mean": float(kept.mean()), "kept_std": float(kept.std()),
-            "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "kept_per_seed": kept.tolist()}
+    return {
+      "kept_mean": float(kept.mean()),
+      "kept_std": float(kept.std()),
+      "accuracy_mean": float(acc.mean()),
+      "accuracy_std": float(acc.std()),
+      "kept_per_seed": kept.tolist(),
+    }
 
   rows = {name: {str(a): stats(counts[name][a]) for a in areas} for name in config.methods}
   none = [[0, 0] for _ in seeds]
   for sj, s in enumerate(seeds):
     for lo, hi in batches:
-      kept, right = decide(x01[lo:hi], jnp.zeros((hi - lo, h, w)), 0.0, preds[lo:hi],
-                           labels[lo:hi], np.arange(lo, hi),
-                           jax.random.fold_in(jax.random.key(s), 1_000_003))
+      kept, right = decide(
+        x01[lo:hi],
+        jnp.zeros((hi - lo, h, w)),
+        0.0,
+        preds[lo:hi],
+        labels[lo:hi],
+        np.arange(lo, hi),
+        jax.random.fold_in(jax.random.key(s), 1_000_003),
+      )
       none[sj][0] += int(kept)
       none[sj][1] += int(right)
 
   loc = None
   if config.localization and "optimized_mask" in config.methods:
     t0 = time.perf_counter()
-    maps_fn = lambda x, label: (  # noqa: E731
-        lambda p: (A.optimized_mask(apply_fn, params, x, p, key=jax.random.split(
-            jax.random.key(seeds[0]), x.shape[0]), **om_kwargs)[..., 0],
-                   (p == label).astype(jnp.float32)))(apply_fn(params, x).argmax(-1))
+    maps_fn = lambda x, label: (
+      lambda p: (
+        A.optimized_mask(
+          apply_fn,
+          params,
+          x,
+          p,
+          key=jax.random.split(jax.random.key(seeds[0]), x.shape[0]),
+          **om_kwargs,
+        )[..., 0],
+        (p == label).astype(jnp.float32),
+      )
+    )(apply_fn(params, x).argmax(-1))
     loc = train.evaluate_localization(
-        maps_fn, test, batch_size=int(config.batch_size),
-        normalize=lambda im: np.asarray(to_input(jnp.asarray(im, jnp.float32))),
-        apply_fn=apply_fn, params=params, num_images=n, progress=progress,
-        desc="localisation")
+      maps_fn,
+      test,
+      batch_size=int(config.batch_size),
+      normalize=lambda im: np.asarray(to_input(jnp.asarray(im, jnp.float32))),
+      apply_fn=apply_fn,
+      params=params,
+      num_images=n,
+      progress=progress,
+      desc="localisation",
+    )
     seconds["localization"] = time.perf_counter() - t0
 
   path = os.path.join(workdir, RESULT_FILE)
-  result = {"rows": rows, "none_kept": stats(none), "localization": loc,
-            "classifier_accuracy": info["accuracy"],
-            "clean_accuracy": float(np.mean(preds == labels)), "num_images": n,
-            "num_samples": num_samples, "seeds": seeds, "areas": areas,
-            "seconds": seconds, "total_seconds": time.perf_counter() - t_start, "path": path,
-            "config": json.loads(config.to_json_best_effort())}
+  result = {
+    "rows": rows,
+    "none_kept": stats(none),
+    "localization": loc,
+    "classifier_accuracy": info["accuracy"],
+    "clean_accuracy": float(np.mean(preds == labels)),
+    "num_images": n,
+    "num_samples": num_samples,
+    "seeds": seeds,
+    "areas": areas,
+    "seconds": seconds,
+    "total_seconds": time.perf_counter() - t_start,
+    "path": path,
+    "config": json.loads(config.to_json_best_effort()),
+  }
   _common.write_result(path, result)
   return result
 
@@ -265,18 +343,24 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
   """Decision kept (mean ± std over seeds, in %) per method and area, and the true-label accuracy."""
   areas = [str(a) for a in result["areas"]]
-  head = ["method"] + [f"kept @{float(a):.0%}" for a in areas] + \
-      [f"acc @{float(a):.0%}" for a in areas]
-  fmt = lambda s, k: f"{100 * s[k + '_mean']:.1f} ± {100 * s[k + '_std']:.1f}"  # noqa: E731
-  rows = [[name] + [fmt(r[a], "kept") for a in areas] + [fmt(r[a], "accuracy") for a in areas]
-          for name, r in result["rows"].items()]
+  head = (
+    ["method"] + [f"kept @{float(a):.0%}" for a in areas] + [f"acc @{float(a):.0%}" for a in areas]
+  )
+  fmt = lambda s, k: f"{100 * s[k + '_mean']:.1f} ± {100 * s[k + '_std']:.1f}"
+  rows = [
+    [name] + [fmt(r[a], "kept") for a in areas] + [fmt(r[a], "accuracy") for a in areas]
+    for name, r in result["rows"].items()
+  ]
   nk = result["none_kept"]
-  rows.append(["none kept (area 0)"] + [fmt(nk, "kept")] * len(areas) +
-              [fmt(nk, "accuracy")] * len(areas))
+  rows.append(
+    ["none kept (area 0)"] + [fmt(nk, "kept")] * len(areas) + [fmt(nk, "accuracy")] * len(areas)
+  )
   lines = _common.text_table(head, rows)
   loc = result.get("localization")
   if loc:
-    lines.append(f"optimized_mask localisation on {loc['count']} images: LE {loc['le']:.3f} "
-                 f"OM {loc['om']:.3f} F1 {loc['f1']:.3f} PxAP {loc['pxap']:.3f} "
-                 f"SM {loc['sm']:.3f} mean mask {loc['area']:.3f}")
+    lines.append(
+      f"optimized_mask localisation on {loc['count']} images: LE {loc['le']:.3f} "
+      f"OM {loc['om']:.3f} F1 {loc['f1']:.3f} PxAP {loc['pxap']:.3f} "
+      f"SM {loc['sm']:.3f} mean mask {loc['area']:.3f}"
+    )
   return "\n".join(lines)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,13 +27,13 @@ from jaxsal import sanity
 from jaxsal.experiments import _common
 
 METHODS: dict[str, Callable] = {
-    "gradient": A.gradient,
-    "gradient_x_input": A.gradient_x_input,
-    "integrated_gradients": A.integrated_gradients,
-    "guided_backprop": A.guided_backprop,
-    "gradcam": A.gradcam,
-    "guided_gradcam": A.guided_gradcam,
-    "cgi": A.cgi,
+  "gradient": A.gradient,
+  "gradient_x_input": A.gradient_x_input,
+  "integrated_gradients": A.integrated_gradients,
+  "guided_backprop": A.guided_backprop,
+  "gradcam": A.gradcam,
+  "guided_gradcam": A.guided_gradcam,
+  "cgi": A.cgi,
 }
 METRICS = ("spearman_abs", "spearman_diverging", "ssim", "hog")
 MODES = ("cascading", "independent")
@@ -54,14 +55,24 @@ def stage_maps_fn(apply_fn: Callable, method: Callable, kwargs: dict) -> Callabl
 def _similarities(maps: jax.Array, pixels_per_cell: int) -> dict[str, jax.Array]:
   """Each stage's maps (``maps[1:]``) against the trained model's (``maps[0]``): ``[S-1, B]`` each."""
   return jax.vmap(lambda m: sanity.similarity(maps[0], m, pixels_per_cell=pixels_per_cell))(
-      maps[1:])
+    maps[1:]
+  )
 
 
-def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
-                        methods: dict[str, tuple[Callable, dict]], key: jax.Array,
-                        layers: list[str] | None = None, modes=MODES, batch_size: int = 16,
-                        keep: int = 4, pixels_per_cell: int = 16,
-                        progress: bool = True) -> dict[str, Any]:
+def model_randomization(
+  apply_fn: Callable,
+  params: Any,
+  images: np.ndarray,
+  *,
+  methods: dict[str, tuple[Callable, dict]],
+  key: jax.Array,
+  layers: list[str] | None = None,
+  modes=MODES,
+  batch_size: int = 16,
+  keep: int = 4,
+  pixels_per_cell: int = 16,
+  progress: bool = True,
+) -> dict[str, Any]:
   """Runs the cascading and independent randomisation tests.
 
   Args:
@@ -84,15 +95,23 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
     'seconds'}``. Stage 0 of ``examples`` is the trained model.
   """
   layers = layers or sanity.model_order(apply_fn, params, jnp.asarray(images[:1]))
-  out: dict[str, Any] = {"layers": list(layers), "stages": {}, "results": {}, "examples": {},
-                         "images": np.asarray(images[:keep]), "seconds": {}}
+  out: dict[str, Any] = {
+    "layers": list(layers),
+    "stages": {},
+    "results": {},
+    "examples": {},
+    "images": np.asarray(images[:keep]),
+    "seconds": {},
+  }
   total = len(modes) * len(methods) * (-(-len(images) // batch_size))
   bar = tqdm(total=total, desc="sanity", disable=not progress, dynamic_ncols=True)
   # One jitted function per method for every mode: the stacked trees of all
   # modes have the same shapes, so each compiles once.
   sim_fn = jax.jit(lambda maps: _similarities(maps, pixels_per_cell))
-  fns = {name: jax.jit(stage_maps_fn(apply_fn, method, kwargs))
-         for name, (method, kwargs) in methods.items()}
+  fns = {
+    name: jax.jit(stage_maps_fn(apply_fn, method, kwargs))
+    for name, (method, kwargs) in methods.items()
+  }
   for mode in modes:
     t0 = time.perf_counter()
     stages = sanity.randomize(params, key, layers=layers, mode=mode)
@@ -103,7 +122,7 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
     for name, fn in fns.items():
       sims: dict[str, list] = {m: [] for m in METRICS}
       for s in range(0, len(images), batch_size):
-        maps = fn(stacked, jnp.asarray(images[s:s + batch_size]))
+        maps = fn(stacked, jnp.asarray(images[s : s + batch_size]))
         if s == 0:
           out["examples"][mode][name] = np.asarray(jax.vmap(A.normalize_abs)(maps[:, :keep]))
         for m, v in jax.device_get(sim_fn(maps)).items():
@@ -111,27 +130,32 @@ def model_randomization(apply_fn: Callable, params: Any, images: np.ndarray, *,
         bar.update(1)
       out["results"][mode][name] = {}
       for m, chunks in sims.items():
-        v = np.concatenate(chunks, axis=1)                   # [S, N]
-        out["results"][mode][name][m] = {"mean": np.nanmean(v, 1).tolist(),
-                                         "std": np.nanstd(v, 1).tolist(),
-                                         "nan": int(np.isnan(v).sum())}
+        v = np.concatenate(chunks, axis=1)  # [S, N]
+        out["results"][mode][name][m] = {
+          "mean": np.nanmean(v, 1).tolist(),
+          "std": np.nanstd(v, 1).tolist(),
+          "nan": int(np.isnan(v).sum()),
+        }
     out["seconds"][mode] = time.perf_counter() - t0
   bar.close()
   return out
 
 
-def plot_cascade(res: dict[str, Any], path: str | None = None, *, mode: str = "cascading",
-                 image: int = 0):
+def plot_cascade(
+  res: dict[str, Any], path: str | None = None, *, mode: str = "cascading", image: int = 0
+):
   """The paper's cascade figure: methods in rows, the trained model then each stage in columns.
 
   Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
   """
   from jaxsal import figures
+
   plt = figures._pyplot()
   methods = list(res["examples"][mode])
   cols = ["trained"] + res["stages"][mode]
-  fig, axes = plt.subplots(len(methods), len(cols) + 1,
-                           figsize=(1.3 * (len(cols) + 1), 1.3 * len(methods)), squeeze=False)
+  fig, axes = plt.subplots(
+    len(methods), len(cols) + 1, figsize=(1.3 * (len(cols) + 1), 1.3 * len(methods)), squeeze=False
+  )
   img = res["images"][image][..., 0] if res["images"].shape[-1] == 1 else res["images"][image]
   for r, name in enumerate(methods):
     axes[r, 0].imshow(img, cmap="gray")
@@ -153,6 +177,7 @@ def plot_curves(res: dict[str, Any], path: str | None = None, *, mode: str = "ca
   Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
   """
   from jaxsal import figures
+
   plt = figures._pyplot()
   stages = res["stages"][mode]
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), squeeze=False)
@@ -193,22 +218,27 @@ def write(res: dict[str, Any], directory: str) -> dict[str, str]:
   return paths
 
 
-def format_table(res: dict[str, Any], *, mode: str = "cascading",
-                 metric: str = "spearman_abs") -> str:
+def format_table(
+  res: dict[str, Any], *, mode: str = "cascading", metric: str = "spearman_abs"
+) -> str:
   """Mean similarity per method (rows) and stage (columns) for one mode and measure."""
   stages = res["stages"][mode]
   head = ["method"] + stages
-  rows = [[name] + [f"{m:.2f}" for m in r[metric]["mean"]]
-          for name, r in res["results"][mode].items()]
-  title = (f"{mode}: {metric} to the trained model's maps, by stage (the stage's layer and all "
-           f"above it)" if mode == "cascading" else
-           f"{mode}: {metric} to the trained model's maps, by randomised layer")
+  rows = [
+    [name] + [f"{m:.2f}" for m in r[metric]["mean"]] for name, r in res["results"][mode].items()
+  ]
+  title = (
+    f"{mode}: {metric} to the trained model's maps, by stage (the stage's layer and all above it)"
+    if mode == "cascading"
+    else f"{mode}: {metric} to the trained model's maps, by randomised layer"
+  )
   return "\n".join([title] + _common.text_table(head, rows))
 
 
 def validate(config) -> None:
   """Checks the experiment's own entries before anything runs."""
   from jaxsal import _checks
+
   if not config.methods:
     raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
   for m in config.methods:
@@ -223,8 +253,9 @@ def validate(config) -> None:
     _checks.check_positive_int(config[key], key)
 
 
-def memorization(apply_fn: Callable, params: Any, classifier_config, *,
-                 batch_size: int = 500) -> float:
+def memorization(
+  apply_fn: Callable, params: Any, classifier_config, *, batch_size: int = 500
+) -> float:
   """Accuracy of a random-label classifier on its own training set and its randomised labels.
 
   Near 1 means the model has memorised the random labels, which the data
@@ -232,13 +263,18 @@ def memorization(apply_fn: Callable, params: Any, classifier_config, *,
   the data without any relation between images and labels).
   """
   from jaxsal import data, train
+
   c = classifier_config
   info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
-  src = data.load_source(c.dataset.name, c.dataset.train_split,
-                         config=c.dataset.get("config", None),
-                         data_dir=c.dataset.get("data_dir", None))
-  src = train.RandomLabelSource(src, c.dataset.label_randomization,
-                                num_classes=info["num_classes"], seed=c.seed)
+  src = data.load_source(
+    c.dataset.name,
+    c.dataset.train_split,
+    config=c.dataset.get("config", None),
+    data_dir=c.dataset.get("data_dir", None),
+  )
+  src = train.RandomLabelSource(
+    src, c.dataset.label_randomization, num_classes=info["num_classes"], seed=c.seed
+  )
   predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
   correct = 0
   for s in range(0, len(src), batch_size):
@@ -249,8 +285,15 @@ def memorization(apply_fn: Callable, params: Any, classifier_config, *,
   return correct / len(src)
 
 
-def data_randomization(config, workdir: str, apply_fn: Callable, params: Any,
-                       images: np.ndarray, *, progress: bool = True) -> dict[str, Any]:
+def data_randomization(
+  config,
+  workdir: str,
+  apply_fn: Callable,
+  params: Any,
+  images: np.ndarray,
+  *,
+  progress: bool = True,
+) -> dict[str, Any]:
   """Trains a classifier on randomised labels (each mode) and compares its maps with the trained one's.
 
   Each random-label classifier is ``config.random_classifier`` with
@@ -262,40 +305,56 @@ def data_randomization(config, workdir: str, apply_fn: Callable, params: Any,
     'test_accuracy', 'results': {method: {metric: {'mean', 'std'}}}}}``.
   """
   from jaxsal import configs
+
   out: dict[str, Any] = {}
   methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
   batch = int(config.batch_size)
-  sim = jax.jit(lambda a, b: sanity.similarity(
-      a, b, pixels_per_cell=int(config.hog_pixels_per_cell)))
+  sim = jax.jit(
+    lambda a, b: sanity.similarity(a, b, pixels_per_cell=int(config.hog_pixels_per_cell))
+  )
 
   def explainer(f, method, kwargs):
     return jax.jit(lambda p, x: method(f, p, x, jnp.argmax(f(p, x), -1), **kwargs))
 
   # The trained model's maps, once for every label mode.
-  trained = {name: [explainer(apply_fn, m, k)(params, jnp.asarray(images[s:s + batch]))
-                    for s in range(0, len(images), batch)]
-             for name, (m, k) in methods.items()}
+  trained = {
+    name: [
+      explainer(apply_fn, m, k)(params, jnp.asarray(images[s : s + batch]))
+      for s in range(0, len(images), batch)
+    ]
+    for name, (m, k) in methods.items()
+  }
   for mode in config.label_modes:
-    c = configs.apply_overrides(config.random_classifier,
-                                [f"dataset.label_randomization={mode!r}"])
+    c = configs.apply_overrides(config.random_classifier, [f"dataset.label_randomization={mode!r}"])
     apply_r, params_r, info = _common.trained_classifier(
-        c, os.path.join(workdir, f"random_labels_{mode}"), progress=progress)
-    entry: dict[str, Any] = {"memorized": memorization(apply_r, params_r, c),
-                             "test_accuracy": info["accuracy"], "results": {}}
+      c, os.path.join(workdir, f"random_labels_{mode}"), progress=progress
+    )
+    entry: dict[str, Any] = {
+      "memorized": memorization(apply_r, params_r, c),
+      "test_accuracy": info["accuracy"],
+      "results": {},
+    }
     for name, (method, kwargs) in methods.items():
       rand_fn = explainer(apply_r, method, kwargs)
       vals: dict[str, list] = {m: [] for m in METRICS}
       for i, s in enumerate(range(0, len(images), batch)):
-        maps = rand_fn(params_r, jnp.asarray(images[s:s + batch]))
+        maps = rand_fn(params_r, jnp.asarray(images[s : s + batch]))
         for m, v in jax.device_get(sim(trained[name][i], maps)).items():
           vals[m].append(np.asarray(v))
-      entry["results"][name] = {m: {"mean": float(np.nanmean(np.concatenate(v))),
-                                    "std": float(np.nanstd(np.concatenate(v)))}
-                                for m, v in vals.items()}
+      entry["results"][name] = {
+        m: {
+          "mean": float(np.nanmean(np.concatenate(v))),
+          "std": float(np.nanstd(np.concatenate(v))),
+        }
+        for m, v in vals.items()
+      }
     out[mode] = entry
     if progress:
-      print(f"jaxsal: random labels ({mode}): {entry['memorized']:.3f} of the training set's "
-            f"random labels fitted, test accuracy {entry['test_accuracy']:.3f}", flush=True)
+      print(
+        f"jaxsal: random labels ({mode}): {entry['memorized']:.3f} of the training set's "
+        f"random labels fitted, test accuracy {entry['test_accuracy']:.3f}",
+        flush=True,
+      )
   return out
 
 
@@ -309,19 +368,26 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ValueError: a bad config (before anything is written).
   """
   validate(config)
-  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir,
-                                                      progress=progress)
+  apply_fn, params, info = _common.trained_classifier(config.classifier, workdir, progress=progress)
   images, _ = _common.test_images(config.classifier, int(config.num_images))
   methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
-  res = model_randomization(apply_fn, params, images, methods=methods,
-                            key=jax.random.key(int(config.seed)), modes=tuple(config.modes),
-                            batch_size=int(config.batch_size),
-                            pixels_per_cell=int(config.hog_pixels_per_cell), progress=progress)
+  res = model_randomization(
+    apply_fn,
+    params,
+    images,
+    methods=methods,
+    key=jax.random.key(int(config.seed)),
+    modes=tuple(config.modes),
+    batch_size=int(config.batch_size),
+    pixels_per_cell=int(config.hog_pixels_per_cell),
+    progress=progress,
+  )
   res["classifier_accuracy"] = info["accuracy"]
   res["num_images"] = int(len(images))
   if config.label_modes:
-    res["data_randomization"] = data_randomization(config, workdir, apply_fn, params, images,
-                                                   progress=progress)
+    res["data_randomization"] = data_randomization(
+      config, workdir, apply_fn, params, images, progress=progress
+    )
   res["config"] = json.loads(config.to_json_best_effort())
   res["paths"] = write(res, os.path.join(workdir, "sanity"))
   return res
@@ -332,9 +398,13 @@ def format_data_table(res: dict[str, Any]) -> str:
   lines = []
   for mode, entry in res.get("data_randomization", {}).items():
     head = ["method"] + list(METRICS)
-    rows = [[name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in METRICS]
-            for name, r in entry["results"].items()]
-    lines += [f"data randomisation ({mode} labels; random labels fitted: "
-              f"{entry['memorized']:.3f}, test accuracy {entry['test_accuracy']:.3f})"]
+    rows = [
+      [name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in METRICS]
+      for name, r in entry["results"].items()
+    ]
+    lines += [
+      f"data randomisation ({mode} labels; random labels fitted: "
+      f"{entry['memorized']:.3f}, test accuracy {entry['test_accuracy']:.3f})"
+    ]
     lines += _common.text_table(head, rows)
   return "\n".join(lines)

@@ -13,7 +13,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +38,11 @@ def check_unit_masks(masks: Any, name: str = "masks") -> None:
   if m is None or m.size == 0:
     return
   lo, hi = float(np.min(m)), float(np.max(m))
-  if not (0.0 <= lo and hi <= 1.0):
-    raise ValueError(f"{name} must hold values in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]. "
-                     "Normalise attribution maps first (e.g. |map| / max |map| per image).")
+  if not (lo >= 0.0 and hi <= 1.0):
+    raise ValueError(
+      f"{name} must hold values in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]. "
+      "Normalise attribution maps first (e.g. |map| / max |map| per image)."
+    )
 
 
 def check_boxes_inside(boxes: Any, height: int, width: int, name: str = "boxes") -> None:
@@ -48,18 +51,26 @@ def check_boxes_inside(boxes: Any, height: int, width: int, name: str = "boxes")
   if b is None or b.size == 0:
     return
   b = b.reshape(-1, 4)
-  bad = ((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > height) | (b[:, 3] > width)
-         | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+  bad = (
+    (b[:, 0] < 0)
+    | (b[:, 1] < 0)
+    | (b[:, 2] > height)
+    | (b[:, 3] > width)
+    | (b[:, 2] <= b[:, 0])
+    | (b[:, 3] <= b[:, 1])
+  )
   if bad.any():
     first = b[np.argmax(bad)].tolist()
-    raise ValueError(f"{name} must be non-empty (y0, x0, y1, x1) boxes, end-exclusive, inside "
-                     f"the {height}x{width} image; {int(bad.sum())} are not, e.g. {first}")
+    raise ValueError(
+      f"{name} must be non-empty (y0, x0, y1, x1) boxes, end-exclusive, inside "
+      f"the {height}x{width} image; {int(bad.sum())} are not, e.g. {first}"
+    )
 
 
 def _shift(a: jax.Array, dy: int, dx: int, fill) -> jax.Array:
   h, w = a.shape
   p = jnp.pad(a, ((1, 1), (1, 1)), constant_values=fill)
-  return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+  return p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
 
 def largest_component(binary: jax.Array) -> jax.Array:
@@ -95,8 +106,9 @@ def mask_to_box(mask: jax.Array) -> jax.Array:
     box drops its last row and column; this one does not).
   """
   if mask.ndim != 2:
-    raise ValueError(f"mask_to_box takes one mask [H, W] (vmap it for a batch); got shape "
-                     f"{tuple(mask.shape)}")
+    raise ValueError(
+      f"mask_to_box takes one mask [H, W] (vmap it for a batch); got shape {tuple(mask.shape)}"
+    )
   comp = largest_component(mask > mask.mean())
   rows, cols = comp.any(1), comp.any(0)
   h, w = mask.shape
@@ -113,7 +125,7 @@ def box_iou(a: jax.Array, b: jax.Array) -> jax.Array:
   ih = jnp.maximum(0.0, jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]))
   iw = jnp.maximum(0.0, jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]))
   inter = ih * iw
-  area = lambda c: (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])  # noqa: E731
+  area = lambda c: (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
   union = area(a) + area(b) - inter
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
@@ -122,12 +134,14 @@ def _check_boxes(pred: jax.Array, gt: jax.Array) -> None:
   if pred.ndim != 2 or pred.shape[-1] != 4:
     raise ValueError(f"pred_boxes must be [B, 4]; got shape {tuple(pred.shape)}")
   if gt.ndim != 3 or gt.shape[-1] != 4 or gt.shape[0] != pred.shape[0]:
-    raise ValueError(f"gt_boxes must be [B, G, 4] with B = {pred.shape[0]}; got shape "
-                     f"{tuple(gt.shape)}")
+    raise ValueError(
+      f"gt_boxes must be [B, G, 4] with B = {pred.shape[0]}; got shape {tuple(gt.shape)}"
+    )
 
 
-def localization_error(pred_boxes: jax.Array, gt_boxes: jax.Array,
-                       gt_valid: jax.Array | None = None, *, iou: float = 0.5) -> jax.Array:
+def localization_error(
+  pred_boxes: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array | None = None, *, iou: float = 0.5
+) -> jax.Array:
   """LE per image: 0 if the predicted box overlaps some ground-truth box with IoU > ``iou``, else 1.
 
   Args:
@@ -143,8 +157,14 @@ def localization_error(pred_boxes: jax.Array, gt_boxes: jax.Array,
   return 1.0 - hit.any(1).astype(jnp.float32)
 
 
-def official_metric(pred_boxes: jax.Array, gt_boxes: jax.Array, correct: jax.Array,
-                    gt_valid: jax.Array | None = None, *, iou: float = 0.5) -> jax.Array:
+def official_metric(
+  pred_boxes: jax.Array,
+  gt_boxes: jax.Array,
+  correct: jax.Array,
+  gt_valid: jax.Array | None = None,
+  *,
+  iou: float = 0.5,
+) -> jax.Array:
   """OM per image: LE that also counts a wrong top-1 classification as an error."""
   le = localization_error(pred_boxes, gt_boxes, gt_valid, iou=iou)
   return 1.0 - (1.0 - le) * jnp.asarray(correct, jnp.float32)
@@ -159,8 +179,9 @@ def box_masks(boxes: jax.Array, height: int, width: int) -> jax.Array:
   return inside.astype(jnp.float32)
 
 
-def mask_f1(masks: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array | None = None
-            ) -> tuple[jax.Array, jax.Array]:
+def mask_f1(
+  masks: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
   """F1 of continuous masks against ground-truth boxes: ``(F1, F1a)``, each ``[B]``.
 
   precision = sum(m * gt) / sum(m), recall = sum(m * gt) / area(gt); F1 is
@@ -171,13 +192,14 @@ def mask_f1(masks: jax.Array, gt_boxes: jax.Array, gt_valid: jax.Array | None = 
   b, h, w = masks.shape
   check_unit_masks(masks)
   check_boxes_inside(gt_boxes, h, w, "gt_boxes")
-  gt = box_masks(gt_boxes, h, w)                                      # [B, G, H, W]
+  gt = box_masks(gt_boxes, h, w)  # [B, G, H, W]
   m = masks[:, None]
   overlap = (m * gt).sum((2, 3))
   precision = overlap / jnp.maximum(m.sum((2, 3)), 1e-12)
   recall = overlap / jnp.maximum(gt.sum((2, 3)), 1e-12)
-  f1 = jnp.where(precision + recall > 0,
-                 2 * precision * recall / jnp.maximum(precision + recall, 1e-12), 0.0)
+  f1 = jnp.where(
+    precision + recall > 0, 2 * precision * recall / jnp.maximum(precision + recall, 1e-12), 0.0
+  )
   valid = jnp.ones(f1.shape, bool) if gt_valid is None else gt_valid
   best = jnp.where(valid, f1, -jnp.inf).max(1)
   mean = jnp.where(valid, f1, 0.0).sum(1) / jnp.maximum(valid.sum(1), 1)
@@ -195,8 +217,9 @@ def pxap(masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100) -> jax.A
   return pxap_from_counts(pxap_counts(masks, gt, num_thresholds=num_thresholds))
 
 
-def pxap_counts(masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100
-                ) -> dict[str, jax.Array]:
+def pxap_counts(
+  masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100
+) -> dict[str, jax.Array]:
   """The counts PxAP is computed from, which add up over batches.
 
   Returns:
@@ -206,15 +229,18 @@ def pxap_counts(masks: jax.Array, gt: jax.Array, *, num_thresholds: int = 100
     ``pxap_from_counts`` for the PxAP of a whole dataset.
   """
   if jnp.shape(masks) != jnp.shape(gt):
-    raise ValueError(f"masks {tuple(jnp.shape(masks))} and gt {tuple(jnp.shape(gt))} must have "
-                     "the same shape")
+    raise ValueError(
+      f"masks {tuple(jnp.shape(masks))} and gt {tuple(jnp.shape(gt))} must have the same shape"
+    )
   check_unit_masks(masks)
   t = jnp.arange(num_thresholds, dtype=jnp.float32) / num_thresholds
-  pos = masks.reshape(-1)[None, :] >= t[:, None]                      # [T, N]
+  pos = masks.reshape(-1)[None, :] >= t[:, None]  # [T, N]
   truth = gt.reshape(-1).astype(bool)[None, :]
-  return {"tp": (pos & truth).sum(1).astype(jnp.float32),
-          "predicted": pos.sum(1).astype(jnp.float32),
-          "positives": truth.sum().astype(jnp.float32)}
+  return {
+    "tp": (pos & truth).sum(1).astype(jnp.float32),
+    "predicted": pos.sum(1).astype(jnp.float32),
+    "positives": truth.sum().astype(jnp.float32),
+  }
 
 
 def pxap_from_counts(counts: dict[str, jax.Array]) -> jax.Array:
@@ -226,8 +252,15 @@ def pxap_from_counts(counts: dict[str, jax.Array]) -> jax.Array:
   return ((recall - nxt) * precision).sum()
 
 
-def saliency_metric(apply_fn: Callable, params: Any, x: jax.Array, boxes: jax.Array,
-                    target: jax.Array, *, min_area: float = 0.05) -> jax.Array:
+def saliency_metric(
+  apply_fn: Callable,
+  params: Any,
+  x: jax.Array,
+  boxes: jax.Array,
+  target: jax.Array,
+  *,
+  min_area: float = 0.05,
+) -> jax.Array:
   """Dabkowski & Gal's saliency metric per image: ``log(max(a, 0.05)) - log p_target``.
 
   The box's crop is resized (bilinearly, half-pixel centres, edges clamped
@@ -247,7 +280,7 @@ def saliency_metric(apply_fn: Callable, params: Any, x: jax.Array, boxes: jax.Ar
     ys = jnp.clip(ys, y0, jnp.maximum(y1 - 1.0, y0))
     xs = jnp.clip(xs, x0, jnp.maximum(x1 - 1.0, x0))
     yy, xx = jnp.meshgrid(ys, xs, indexing="ij")
-    sample = lambda c: jax.scipy.ndimage.map_coordinates(c, [yy, xx], order=1)  # noqa: E731
+    sample = lambda c: jax.scipy.ndimage.map_coordinates(c, [yy, xx], order=1)
     return jax.vmap(sample, in_axes=-1, out_axes=-1)(img)
 
   crops = jax.vmap(crop)(x, boxes)
@@ -257,11 +290,18 @@ def saliency_metric(apply_fn: Callable, params: Any, x: jax.Array, boxes: jax.Ar
   return jnp.log(jnp.maximum(area, min_area)) - logp_t
 
 
-def localization_scores(maps: jax.Array, gt_boxes: jax.Array, gt_masks: jax.Array,
-                        correct: jax.Array, *, gt_valid: jax.Array | None = None,
-                        apply_fn: Callable | None = None, params: Any = None,
-                        x: jax.Array | None = None, target: jax.Array | None = None
-                        ) -> dict[str, jax.Array]:
+def localization_scores(
+  maps: jax.Array,
+  gt_boxes: jax.Array,
+  gt_masks: jax.Array,
+  correct: jax.Array,
+  *,
+  gt_valid: jax.Array | None = None,
+  apply_fn: Callable | None = None,
+  params: Any = None,
+  x: jax.Array | None = None,
+  target: jax.Array | None = None,
+) -> dict[str, jax.Array]:
   """Every localisation metric of a batch of maps, in a form that adds up over batches.
 
   Args:
@@ -283,11 +323,15 @@ def localization_scores(maps: jax.Array, gt_boxes: jax.Array, gt_masks: jax.Arra
   check_unit_masks(maps, "maps")
   boxes = jax.vmap(mask_to_box)(maps)
   f1, f1a = mask_f1(maps, gt_boxes, gt_valid)
-  out = {"boxes": boxes,
-         "le": localization_error(boxes, gt_boxes, gt_valid),
-         "om": official_metric(boxes, gt_boxes, correct, gt_valid),
-         "f1": f1, "f1a": f1a, "area": maps.mean((1, 2)),
-         "pxap": pxap_counts(maps, gt_masks)}
+  out = {
+    "boxes": boxes,
+    "le": localization_error(boxes, gt_boxes, gt_valid),
+    "om": official_metric(boxes, gt_boxes, correct, gt_valid),
+    "f1": f1,
+    "f1a": f1a,
+    "area": maps.mean((1, 2)),
+    "pxap": pxap_counts(maps, gt_masks),
+  }
   if apply_fn is not None:
     out["sm"] = saliency_metric(apply_fn, params, x, boxes, target)
   return out

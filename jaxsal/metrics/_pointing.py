@@ -8,7 +8,8 @@ localisation, ``1 / n**2`` is what a uniform map gets.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,9 @@ def smooth_maps(maps: jax.Array, kernel: int) -> jax.Array:
   if kernel % 2 == 0:
     raise ValueError(f"smooth must be an odd window size (the map keeps its size); got {kernel}")
   pad = kernel // 2
-  summed = jax.lax.reduce_window(maps, 0.0, jax.lax.add, (1, kernel, kernel), (1, 1, 1),
-                                 ((0, 0), (pad, pad), (pad, pad)))
+  summed = jax.lax.reduce_window(
+    maps, 0.0, jax.lax.add, (1, kernel, kernel), (1, 1, 1), ((0, 0), (pad, pad), (pad, pad))
+  )
   return summed / (kernel * kernel)
 
 
@@ -67,8 +69,9 @@ def grid_pointing_game(maps: jax.Array, cell: jax.Array, *, n: int, smooth: int 
     raise ValueError(f"maps of size {h}x{w} do not split into a {n}x{n} grid of equal cells")
   cell = jnp.asarray(cell)
   if cell.shape != (b,) or not jnp.issubdtype(cell.dtype, jnp.integer):
-    raise ValueError(f"cell must be an int array [B] = [{b}]; got shape {tuple(cell.shape)} "
-                     f"and dtype {cell.dtype}")
+    raise ValueError(
+      f"cell must be an int array [B] = [{b}]; got shape {tuple(cell.shape)} and dtype {cell.dtype}"
+    )
   if not isinstance(cell, jax.core.Tracer):
     bad = np.asarray(cell)[(np.asarray(cell) < 0) | (np.asarray(cell) >= n * n)]
     if bad.size:
@@ -96,17 +99,32 @@ def summarize_pointing(scores: Any, cells: Any, *, n: int) -> dict[str, Any]:
   """
   scores, cells = np.asarray(scores, np.float64), np.asarray(cells)
   if scores.shape != cells.shape or scores.ndim != 1 or scores.size == 0:
-    raise ValueError(f"scores and cells must be non-empty [M] arrays of one shape; got "
-                     f"{scores.shape} and {cells.shape}")
-  per_cell = [float(scores[cells == c].mean()) if (cells == c).any() else float("nan")
-              for c in range(n * n)]
+    raise ValueError(
+      f"scores and cells must be non-empty [M] arrays of one shape; got "
+      f"{scores.shape} and {cells.shape}"
+    )
+  per_cell = [
+    float(scores[cells == c].mean()) if (cells == c).any() else float("nan") for c in range(n * n)
+  ]
   std = float(scores.std(ddof=1)) if scores.size > 1 else 0.0
-  return {"mean": float(scores.mean()), "std": std, "sem": std / np.sqrt(scores.size),
-          "count": int(scores.size), "per_cell": per_cell}
+  return {
+    "mean": float(scores.mean()),
+    "std": std,
+    "sem": std / np.sqrt(scores.size),
+    "count": int(scores.size),
+    "per_cell": per_cell,
+  }
 
 
-def confident_correct(apply_fn: Callable, params: Any, images: Any, labels: Any, *,
-                      min_confidence: float = 0.9, batch_size: int = 256) -> np.ndarray:
+def confident_correct(
+  apply_fn: Callable,
+  params: Any,
+  images: Any,
+  labels: Any,
+  *,
+  min_confidence: float = 0.9,
+  batch_size: int = 256,
+) -> np.ndarray:
   """Which images the model classifies correctly with probability >= ``min_confidence``.
 
   The grid pointing game builds grids only from such images, so that each
@@ -132,9 +150,10 @@ def confident_correct(apply_fn: Callable, params: Any, images: Any, labels: Any,
     raise ValueError(f"labels must be [N] = [{images.shape[0]}]; got {labels.shape}")
   keep = np.zeros(len(labels), bool)
   for s in range(0, len(labels), batch_size):
-    prob = jax.nn.softmax(apply_fn(params, jnp.asarray(images[s:s + batch_size])), -1)
+    prob = jax.nn.softmax(apply_fn(params, jnp.asarray(images[s : s + batch_size])), -1)
     prob = np.asarray(prob)
-    lab = labels[s:s + batch_size]
-    keep[s:s + batch_size] = (prob.argmax(1) == lab) & (prob[np.arange(len(lab)), lab]
-                                                        >= min_confidence)
+    lab = labels[s : s + batch_size]
+    keep[s : s + batch_size] = (prob.argmax(1) == lab) & (
+      prob[np.arange(len(lab)), lab] >= min_confidence
+    )
   return keep

@@ -24,8 +24,16 @@ from jax import lax
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _uses_windows(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                  feature_group_count, batch_group_count) -> bool:
+def _uses_windows(
+  lhs_shape,
+  rhs_shape,
+  padding,
+  lhs_dilation,
+  rhs_dilation,
+  dimension_numbers,
+  feature_group_count,
+  batch_group_count,
+) -> bool:
   """Whether this call is a plain 2-D NHWC/HWIO convolution on a map smaller than its kernel."""
   if len(lhs_shape) != 4 or len(rhs_shape) != 4 or isinstance(padding, str):
     return False
@@ -43,12 +51,19 @@ def _uses_windows(lhs_shape, rhs_shape, padding, lhs_dilation, rhs_dilation, dim
   return lhs_shape[1] < rhs_shape[0] or lhs_shape[2] < rhs_shape[1]
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                         padding: Any, lhs_dilation: Sequence[int] | None = None,
-                         rhs_dilation: Sequence[int] | None = None,
-                         dimension_numbers: Any = None, feature_group_count: int = 1,
-                         batch_group_count: int = 1, precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
+def conv_general_dilated(
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: Any,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision: Any = None,
+  preferred_element_type: Any = None,
+) -> jax.Array:
   """``lax.conv_general_dilated``, by im2col where the map is smaller than the kernel.
 
   Takes the arguments of ``lax.conv_general_dilated`` (Flax's ``nn.Conv``
@@ -66,21 +81,45 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     Array([[16., 16.],
            [16., 16.]], dtype=float32)
   """
-  if not _uses_windows(lhs.shape, rhs.shape, padding, lhs_dilation, rhs_dilation,
-                       dimension_numbers, feature_group_count, batch_group_count):
+  if not _uses_windows(
+    lhs.shape,
+    rhs.shape,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+  ):
     return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision,
-        preferred_element_type=preferred_element_type)
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count,
+      precision=precision,
+      preferred_element_type=preferred_element_type,
+    )
   kh, kw, cin, cout = rhs.shape
   sh, sw = window_strides
   (pt, pb), (pl, pr) = padding
   x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   out_h = (x.shape[1] - kh) // sh + 1
   out_w = (x.shape[2] - kw) // sw + 1
-  windows = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)]
+  windows = [
+    x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw, :]
+    for i in range(kh)
+    for j in range(kw)
+  ]
   cols = jnp.concatenate(windows, axis=-1)  # [B, out_h, out_w, kh * kw * cin], (i, j, c) order
-  return jnp.einsum("bhwk,ko->bhwo", cols, rhs.reshape(kh * kw * cin, cout), precision=precision,
-                    preferred_element_type=preferred_element_type)
+  return jnp.einsum(
+    "bhwk,ko->bhwo",
+    cols,
+    rhs.reshape(kh * kw * cin, cout),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )

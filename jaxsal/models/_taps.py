@@ -84,8 +84,9 @@ def tap_names(model: Any) -> list[str]:
   names = getattr(model, "TAPS", None)
   if not names:
     raise ValueError(
-        f"{type(model).__name__} declares no taps; add a TAPS class attribute "
-        "listing the names passed to jaxsal.models.tap in its __call__.")
+      f"{type(model).__name__} declares no taps; add a TAPS class attribute "
+      "listing the names passed to jaxsal.models.tap in its __call__."
+    )
   return list(names)
 
 
@@ -97,18 +98,17 @@ def strip_tap_collections(variables: Mapping[str, Any]) -> dict[str, Any]:
 def _check_tap_request(requested: Sequence[str], available: Sequence[str], what: str) -> None:
   for name in requested:
     if name not in available:
-      raise ValueError(
-          f"unknown {what} {name!r}; available taps: {', '.join(available)}")
+      raise ValueError(f"unknown {what} {name!r}; available taps: {', '.join(available)}")
 
 
 def apply_with_taps(
-    model: Any,
-    variables: Mapping[str, Any],
-    x: jax.Array,
-    *,
-    taps: Sequence[str] | None = None,
-    train: bool = False,
-    perturbations: Mapping[str, jax.Array] | None = None,
+  model: Any,
+  variables: Mapping[str, Any],
+  x: jax.Array,
+  *,
+  taps: Sequence[str] | None = None,
+  train: bool = False,
+  perturbations: Mapping[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Runs a tapped Linen classifier and returns its logits and feature maps.
 
@@ -172,8 +172,9 @@ def apply_with_taps(
         given = jnp.shape(perturbations[name])
         if tuple(given) != tuple(shape.shape):
           raise ValueError(
-              f"perturbations[{name!r}] must have the tap's shape {tuple(shape.shape)}; "
-              f"got {tuple(given)}")
+            f"perturbations[{name!r}] must have the tap's shape {tuple(shape.shape)}; "
+            f"got {tuple(given)}"
+          )
         full[name] = perturbations[name]
       else:
         full[name] = jnp.zeros(shape.shape, shape.dtype)
@@ -219,8 +220,12 @@ class TappedApplyFn:
     taps: the names ``with_taps`` returns.
   """
 
-  def __init__(self, apply_fn: Callable[[Any, jax.Array], jax.Array], with_taps: WithTapsFn,
-               taps: Sequence[str]):
+  def __init__(
+    self,
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    with_taps: WithTapsFn,
+    taps: Sequence[str],
+  ):
     if not callable(apply_fn) or not callable(with_taps):
       raise TypeError("apply_fn and with_taps must be callable")
     if not taps:
@@ -234,9 +239,14 @@ class TappedApplyFn:
   def __call__(self, params: Any, x: jax.Array) -> jax.Array:
     return self._apply_fn(params, x)
 
-  def with_taps(self, params: Any, x: jax.Array, *, taps: Sequence[str] | None = None,
-                perturbations: Mapping[str, jax.Array] | None = None,
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def with_taps(
+    self,
+    params: Any,
+    x: jax.Array,
+    *,
+    taps: Sequence[str] | None = None,
+    perturbations: Mapping[str, jax.Array] | None = None,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns ``(logits, {name: feature map})`` for the requested ``taps``.
 
     Args:
@@ -256,8 +266,9 @@ class TappedApplyFn:
     logits, features = self._with_taps(params, x, perturbations)
     missing = [n for n in requested if n not in features]
     if missing:
-      raise ValueError(f"with_taps returned no feature map for {missing}; "
-                       f"it returned {sorted(features)}")
+      raise ValueError(
+        f"with_taps returned no feature map for {missing}; it returned {sorted(features)}"
+      )
     return logits, {name: features[name] for name in requested}
 
   def __repr__(self) -> str:

@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
-from jaxsal.models._taps import TappedApplyFn, apply_with_taps, strip_tap_collections
 from jaxsal._checks import check_images
+from jaxsal.models._taps import TappedApplyFn, apply_with_taps, strip_tap_collections
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -28,9 +28,10 @@ def _check_logits(logits: Any, x: jax.Array, source: str) -> None:
   shape = tuple(getattr(logits, "shape", ()))
   if len(shape) != 2 or shape[0] != x.shape[0]:
     raise ValueError(
-        f"{source} must return logits of shape [B, num_classes] = [{x.shape[0]}, num_classes] "
-        f"for x of shape {tuple(x.shape)}; got shape {shape}. Classifiers must output "
-        "one row of logits per image (no softmax needed, no extra axes).")
+      f"{source} must return logits of shape [B, num_classes] = [{x.shape[0]}, num_classes] "
+      f"for x of shape {tuple(x.shape)}; got shape {shape}. Classifiers must output "
+      "one row of logits per image (no softmax needed, no extra axes)."
+    )
 
 
 def _checked(fn: ApplyFn, source: str) -> ApplyFn:
@@ -54,11 +55,11 @@ def _accepts_train(fn: Callable[..., Any]) -> bool:
 
 
 def from_linen(
-    module: Any,
-    variables: Mapping[str, Any],
-    *,
-    method: str | Callable[..., Any] | None = None,
-    **apply_kwargs: Any,
+  module: Any,
+  variables: Mapping[str, Any],
+  *,
+  method: str | Callable[..., Any] | None = None,
+  **apply_kwargs: Any,
 ) -> tuple[ApplyFn, dict[str, Any]]:
   """Brings a Flax Linen module to the ``apply_fn(params, x)`` contract, in eval mode.
 
@@ -95,8 +96,11 @@ def from_linen(
   """
   if not isinstance(module, nn.Module):
     raise TypeError(f"module must be a flax.linen.Module; got {type(module).__name__}")
-  target = type(module).__call__ if method is None else (
-      getattr(type(module), method) if isinstance(method, str) else method)
+  target = (
+    type(module).__call__
+    if method is None
+    else (getattr(type(module), method) if isinstance(method, str) else method)
+  )
   kwargs = dict(apply_kwargs)
   if "train" not in kwargs and _accepts_train(target):
     kwargs["train"] = False
@@ -113,8 +117,7 @@ def from_linen(
     train = bool(kwargs.get("train", False))
 
     def with_taps(params: Any, x: jax.Array, perturbations: Mapping[str, jax.Array]):
-      return apply_with_taps(module, params, x, train=train,
-                             perturbations=perturbations or None)
+      return apply_with_taps(module, params, x, train=train, perturbations=perturbations or None)
 
     return TappedApplyFn(checked, with_taps, taps), params
   return checked, params
@@ -163,8 +166,9 @@ def from_nnx(model: Any) -> tuple[ApplyFn, Any]:
       if getattr(sub, attribute, None) is False:
         where = "/".join(map(str, path)) or type(model).__name__
         raise ValueError(
-            f"from_nnx needs the model in eval mode, but {where} "
-            f"({type(sub).__name__}) has {attribute}=False; call model.eval() first.")
+          f"from_nnx needs the model in eval mode, but {where} "
+          f"({type(sub).__name__}) has {attribute}=False; call model.eval() first."
+        )
   graphdef, state = nnx.split(model)
 
   def apply_fn(state: Any, x: jax.Array) -> jax.Array:
@@ -174,10 +178,10 @@ def from_nnx(model: Any) -> tuple[ApplyFn, Any]:
 
 
 def from_equinox(
-    model: Any,
-    *,
-    batched: bool = False,
-    channels_first: bool = False,
+  model: Any,
+  *,
+  batched: bool = False,
+  channels_first: bool = False,
 ) -> tuple[ApplyFn, Any]:
   """Brings an Equinox module to the ``apply_fn(params, x)`` contract.
 
@@ -215,11 +219,12 @@ def from_equinox(
     (2, 3)
   """
   try:
-    import equinox as eqx  # noqa: PLC0415
+    import equinox as eqx
   except ImportError as e:
     raise ImportError(
-        "from_equinox needs equinox, an optional dependency of jaxsal: "
-        "pip install equinox (or pip install 'jaxsal[test]').") from e
+      "from_equinox needs equinox, an optional dependency of jaxsal: "
+      "pip install equinox (or pip install 'jaxsal[test]')."
+    ) from e
   if not isinstance(model, eqx.Module):
     raise TypeError(f"model must be an equinox.Module; got {type(model).__name__}")
   params, static = eqx.partition(model, eqx.is_array)
@@ -234,8 +239,8 @@ def from_equinox(
 
 
 def from_function(
-    fn: Callable[..., jax.Array],
-    params: Any = None,
+  fn: Callable[..., jax.Array],
+  params: Any = None,
 ) -> tuple[ApplyFn, Any]:
   """Brings a plain function to the ``apply_fn(params, x)`` contract.
 

@@ -50,8 +50,14 @@ class Masker(nn.Module):
   temperature: float = 0.1
 
   @nn.compact
-  def __call__(self, features: Mapping[str, jax.Array], input_hw: Sequence[int], *,
-               train: bool = False, return_logits: bool = False):
+  def __call__(
+    self,
+    features: Mapping[str, jax.Array],
+    input_hw: Sequence[int],
+    *,
+    train: bool = False,
+    return_logits: bool = False,
+  ):
     """Returns the mask ``[B, H, W, 1]`` (and, if asked, the low-resolution logits).
 
     Args:
@@ -63,8 +69,10 @@ class Masker(nn.Module):
     """
     missing = [name for name in self.layers if name not in features]
     if missing:
-      raise ValueError(f"the masker uses taps {list(self.layers)} but features lack {missing}; "
-                       f"it got {sorted(features)}")
+      raise ValueError(
+        f"the masker uses taps {list(self.layers)} but features lack {missing}; "
+        f"it got {sorted(features)}"
+      )
     h, w = int(input_hw[0]), int(input_hw[1])
     if h % self.mask_scale or w % self.mask_scale:
       raise ValueError(f"input_hw {h}x{w} must be a multiple of mask_scale={self.mask_scale}")
@@ -80,11 +88,10 @@ class Masker(nn.Module):
     if not self.gumbel:
       low = jax.nn.sigmoid(logits)
     elif train:
-      u = jax.random.uniform(self.make_rng("gumbel"), logits.shape, minval=1e-6,
-                             maxval=1.0 - 1e-6)
+      u = jax.random.uniform(self.make_rng("gumbel"), logits.shape, minval=1e-6, maxval=1.0 - 1e-6)
       soft = jax.nn.sigmoid((logits + jnp.log(u) - jnp.log1p(-u)) / self.temperature)
       hard = (soft > 0.5).astype(soft.dtype)
-      low = soft + jax.lax.stop_gradient(hard - soft)      # straight through
+      low = soft + jax.lax.stop_gradient(hard - soft)  # straight through
     else:
       low = (logits > 0).astype(logits.dtype)
     mask = jnp.repeat(jnp.repeat(low, self.mask_scale, axis=1), self.mask_scale, axis=2)

@@ -28,14 +28,21 @@ import numpy as np
 
 from jaxsal.models import resnet
 
-ARCHITECTURES = {"resnet18": resnet.ResNet18, "resnet34": resnet.ResNet34,
-                 "resnet50": resnet.ResNet50}
+ARCHITECTURES = {
+  "resnet18": resnet.ResNet18,
+  "resnet34": resnet.ResNet34,
+  "resnet50": resnet.ResNet50,
+}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-       "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_BN = {
+  "weight": ("params", "scale"),
+  "bias": ("params", "bias"),
+  "running_mean": ("batch_stats", "mean"),
+  "running_var": ("batch_stats", "var"),
+}
 
 
 def imagenet_normalize(x: Any) -> Any:
@@ -68,14 +75,18 @@ def imagenet_class_names(*, short: bool = False) -> list[str]:
   """
   try:
     from tensorflow_datasets.datasets.siscore import labels
+
     names = list(labels.IMAGENET_LABELS_LIST)
   except (ImportError, AttributeError) as e:
-    raise RuntimeError("the ImageNet class names are read from tensorflow-datasets "
-                       "(tensorflow_datasets.datasets.siscore.labels.IMAGENET_LABELS_LIST), "
-                       f"which this installation lacks ({e})") from e
+    raise RuntimeError(
+      "the ImageNet class names are read from tensorflow-datasets "
+      "(tensorflow_datasets.datasets.siscore.labels.IMAGENET_LABELS_LIST), "
+      f"which this installation lacks ({e})"
+    ) from e
   if len(names) != 1000:
-    raise RuntimeError(f"expected 1000 ImageNet class names from tensorflow-datasets; "
-                       f"got {len(names)}")
+    raise RuntimeError(
+      f"expected 1000 ImageNet class names from tensorflow-datasets; got {len(names)}"
+    )
   return [n.split(",")[0].strip() for n in names] if short else names
 
 
@@ -111,6 +122,7 @@ def _flax_path(key: str) -> tuple[str, tuple[str, ...], str] | None:
 def _expected_leaves(arch: str, num_classes: int) -> dict[tuple[str, ...], tuple[int, ...]]:
   import jax
   import jax.numpy as jnp
+
   model = ARCHITECTURES[arch](num_classes=num_classes)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
   out = {}
@@ -126,8 +138,9 @@ def _list(keys, limit: int = 12) -> str:
   return ", ".join(keys[:limit]) + more
 
 
-def resnet_variables_from_torchvision(state_dict: Mapping[str, Any], arch: str, *,
-                                      num_classes: int | None = None) -> dict[str, Any]:
+def resnet_variables_from_torchvision(
+  state_dict: Mapping[str, Any], arch: str, *, num_classes: int | None = None
+) -> dict[str, Any]:
   """Converts a torchvision ResNet state dict into jaxsal ``ResNet`` variables.
 
   Args:
@@ -186,8 +199,10 @@ def resnet_variables_from_torchvision(state_dict: Mapping[str, Any], arch: str, 
     if path not in expected:
       extra.append(key)
     elif tuple(value.shape) != expected[path]:
-      wrong_shape.append(f"{key} {tuple(arrays[key].shape)} (as {'/'.join(path)}: "
-                         f"{tuple(value.shape)}, expected {expected[path]})")
+      wrong_shape.append(
+        f"{key} {tuple(arrays[key].shape)} (as {'/'.join(path)}: "
+        f"{tuple(value.shape)}, expected {expected[path]})"
+      )
       misshaped.add(path)
     else:
       converted[path] = np.ascontiguousarray(value)
@@ -198,8 +213,9 @@ def resnet_variables_from_torchvision(state_dict: Mapping[str, Any], arch: str, 
   if extra:
     problems.append(f"unexpected keys ({len(extra)}): {_list(extra)}")
   if wrong_shape:
-    problems.append(f"keys whose shape differs from {arch}'s ({len(wrong_shape)}): "
-                    f"{_list(wrong_shape)}")
+    problems.append(
+      f"keys whose shape differs from {arch}'s ({len(wrong_shape)}): {_list(wrong_shape)}"
+    )
   if problems:
     raise ValueError(f"the state dict does not fit {arch}: " + "; ".join(problems))
 
@@ -219,9 +235,10 @@ def _torch_key(path: tuple[str, ...]) -> str:
   if module == ["fc"]:
     return "fc.weight" if leaf == "kernel" else "fc.bias"
   if module[0].startswith("layer"):
-    stage, block = module[0][len("layer"):].split("_")
+    stage, block = module[0][len("layer") :].split("_")
     name = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(
-        module[1], module[1])
+      module[1], module[1]
+    )
     prefix = f"layer{stage}.{block}.{name}"
   else:
     prefix = module[0]
@@ -251,8 +268,9 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
       from safetensors.numpy import load_file
     except ImportError as e:
-      raise ValueError("reading .safetensors needs the safetensors package: "
-                       "pip install safetensors") from e
+      raise ValueError(
+        "reading .safetensors needs the safetensors package: pip install safetensors"
+      ) from e
     try:
       return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
     except Exception as e:  # safetensors raises its own error types
@@ -260,13 +278,16 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ValueError(f"reading {path!r} needs torch (pip install 'jaxsal[torch]'), "
-                     "or convert it to .safetensors") from e
+    raise ValueError(
+      f"reading {path!r} needs torch (pip install 'jaxsal[torch]'), or convert it to .safetensors"
+    ) from e
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:
-    raise ValueError(f"{path!r} is not a PyTorch state dict that loads with weights_only=True "
-                     f"(jaxsal never unpickles arbitrary objects): {e}") from e
+    raise ValueError(
+      f"{path!r} is not a PyTorch state dict that loads with weights_only=True "
+      f"(jaxsal never unpickles arbitrary objects): {e}"
+    ) from e
   if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
     obj = obj["state_dict"]
   if not isinstance(obj, Mapping) or not all(hasattr(v, "detach") for v in obj.values()):
@@ -287,6 +308,7 @@ def load_torchvision_resnet(arch: str, path: str, *, num_classes: int | None = N
     ``(model, variables)``; the model expects NHWC images normalised with
     :func:`imagenet_normalize`.
   """
-  variables = resnet_variables_from_torchvision(load_state_dict(path), arch,
-                                                num_classes=num_classes)
+  variables = resnet_variables_from_torchvision(
+    load_state_dict(path), arch, num_classes=num_classes
+  )
   return ARCHITECTURES[arch](num_classes=variables["params"]["fc"]["kernel"].shape[1]), variables

@@ -15,10 +15,10 @@ from jaxsal.models._taps import strip_tap_collections
 from jaxsal.models.small_cnn import SmallCNN
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
-    "small_cnn": SmallCNN,
-    "resnet18": resnet.ResNet18,
-    "resnet34": resnet.ResNet34,
-    "resnet50": resnet.ResNet50,
+  "small_cnn": SmallCNN,
+  "resnet18": resnet.ResNet18,
+  "resnet34": resnet.ResNet34,
+  "resnet50": resnet.ResNet50,
 }
 
 

@@ -61,14 +61,23 @@ def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _conv(features: int, k: int, stride: int, name: str, dtype: Any) -> nn.Conv:
-  return nn.Conv(features, (k, k), strides=(stride, stride), padding=_pad(k), use_bias=False,
-                 kernel_init=_conv_init, dtype=dtype, name=name,
-                 conv_general_dilated=conv_general_dilated)
+  return nn.Conv(
+    features,
+    (k, k),
+    strides=(stride, stride),
+    padding=_pad(k),
+    use_bias=False,
+    kernel_init=_conv_init,
+    dtype=dtype,
+    name=name,
+    conv_general_dilated=conv_general_dilated,
+  )
 
 
 def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, name=name)
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
 
 
 class BasicBlock(nn.Module):
@@ -181,15 +190,16 @@ class ResNet(nn.Module):
       features = 64 * 2**s
       for i in range(n_blocks):
         stride = 2 if s > 0 and i == 0 else 1
-        x = self.block_cls(features, stride, dtype=self.dtype,
-                           name=f"layer{s + 1}_{i}")(x, train=train)
+        x = self.block_cls(features, stride, dtype=self.dtype, name=f"layer{s + 1}_{i}")(
+          x, train=train
+        )
       x = tap(self, f"l{s + 1}", x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
     return jnp.asarray(x, jnp.float32)
 
 
-def ResNet18(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
+def ResNet18(num_classes: int = 1000, **kwargs: Any) -> ResNet:
   """ResNet-18: BasicBlocks (2, 2, 2, 2); 11,689,512 parameters at 1000 classes.
 
   Args:
@@ -206,7 +216,7 @@ def ResNet18(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
   return ResNet(stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, num_classes=num_classes, **kwargs)
 
 
-def ResNet34(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
+def ResNet34(num_classes: int = 1000, **kwargs: Any) -> ResNet:
   """ResNet-34: BasicBlocks (3, 4, 6, 3); 21,797,672 parameters at 1000 classes.
 
   Args:
@@ -223,7 +233,7 @@ def ResNet34(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
   return ResNet(stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock, num_classes=num_classes, **kwargs)
 
 
-def ResNet50(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
+def ResNet50(num_classes: int = 1000, **kwargs: Any) -> ResNet:
   """ResNet-50 (v1.5): Bottlenecks (3, 4, 6, 3); 25,557,032 parameters at 1000 classes.
 
   Args:
@@ -238,4 +248,3 @@ def ResNet50(num_classes: int = 1000, **kwargs: Any) -> ResNet:  # noqa: N802
     'Bottleneck'
   """
   return ResNet(stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck, num_classes=num_classes, **kwargs)
-

@@ -75,12 +75,21 @@ class SmallCNN(nn.Module):
     # Flax's default (LeCun) initialisation plain SGD sits at chance for
     # hundreds of steps.
     init = nn.initializers.he_normal()
-    x = jax.nn.relu(nn.Conv(self.widths[0], (3, 3), strides=(2, 2), padding="SAME",
-                            kernel_init=init, name="conv0")(x))
+    x = jax.nn.relu(
+      nn.Conv(
+        self.widths[0], (3, 3), strides=(2, 2), padding="SAME", kernel_init=init, name="conv0"
+      )(x)
+    )
     x = tap(self, "l0", x)
     for i, stride in zip(range(1, 5), self.strides):
-      x = nn.Conv(self.widths[i], (3, 3), strides=(stride, stride), padding="SAME",
-                  kernel_init=init, name=f"conv{i}")(x)
+      x = nn.Conv(
+        self.widths[i],
+        (3, 3),
+        strides=(stride, stride),
+        padding="SAME",
+        kernel_init=init,
+        name=f"conv{i}",
+      )(x)
       x = tap(self, f"l{i}", jax.nn.relu(x))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name="head")(x)

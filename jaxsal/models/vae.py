@@ -10,7 +10,8 @@ skips), and gives Bernoulli logits for every pixel. The prior is
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -53,12 +54,13 @@ class InpaintingVAE(nn.Module):
     >>> variables = vae.init(key, x, mask, key)        # x [B, 64, 64, 1], mask [B, 64, 64, 1]
     >>> logits, mu, logvar = vae.apply(variables, x, mask, key)
   """
+
   latent_dim: int = 32
   widths: Sequence[int] = (32, 64, 128)
   channels: int = 1
 
   def setup(self):
-    down = lambda w, name: nn.Conv(w, (3, 3), strides=(2, 2), name=name)  # noqa: E731
+    down = lambda w, name: nn.Conv(w, (3, 3), strides=(2, 2), name=name)
     self.enc = [down(w, f"enc_{i}") for i, w in enumerate(self.widths)]
     self.cond = [down(w, f"cond_{i}") for i, w in enumerate(self.widths)]
     self.to_stats = nn.Dense(2 * self.latent_dim, name="to_stats")
@@ -106,6 +108,7 @@ class Generator(NamedTuple):
 
   Load one with ``jaxsal.train.load_generator(workdir)``.
   """
+
   module: InpaintingVAE
   params: Any
 
@@ -115,13 +118,13 @@ class Generator(NamedTuple):
 
   def decode(self, z: jax.Array, x: jax.Array, mask: jax.Array) -> jax.Array:
     """The decoder's mean image ``[B, H, W, C]`` in ``[0, 1]`` for latents ``z`` ``[B, latent_dim]``."""
-    logits = self.module.apply({"params": self.params}, z, x, mask,
-                               method=InpaintingVAE.decode)
+    logits = self.module.apply({"params": self.params}, z, x, mask, method=InpaintingVAE.decode)
     return jax.nn.sigmoid(logits)
 
 
-def vae_loss(logits: jax.Array, mu: jax.Array, logvar: jax.Array, x: jax.Array, *,
-             free_bits: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+def vae_loss(
+  logits: jax.Array, mu: jax.Array, logvar: jax.Array, x: jax.Array, *, free_bits: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The negative ELBO per image, averaged over the batch: Bernoulli NLL summed over pixels + KL.
 
   With ``free_bits > 0`` the loss counts each latent dimension's batch-mean
@@ -132,17 +135,20 @@ def vae_loss(logits: jax.Array, mu: jax.Array, logvar: jax.Array, x: jax.Array, 
 
   Returns ``(loss, {'nll', 'kl'})``, each a batch mean in nats.
   """
-  nll = jnp.sum(jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))),
-                axis=(1, 2, 3))
-  kl_dims = 0.5 * (jnp.exp(logvar) + mu ** 2 - 1.0 - logvar)
+  nll = jnp.sum(
+    jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=(1, 2, 3)
+  )
+  kl_dims = 0.5 * (jnp.exp(logvar) + mu**2 - 1.0 - logvar)
   kl = jnp.sum(kl_dims, axis=-1)
-  counted = jnp.sum(jnp.maximum(jnp.mean(kl_dims, axis=0), free_bits)) if free_bits > 0 \
-      else jnp.mean(kl)
+  counted = (
+    jnp.sum(jnp.maximum(jnp.mean(kl_dims, axis=0), free_bits)) if free_bits > 0 else jnp.mean(kl)
+  )
   return jnp.mean(nll) + counted, {"nll": jnp.mean(nll), "kl": jnp.mean(kl)}
 
 
-def random_masks(key: jax.Array, batch: int, height: int, width: int, *,
-                 max_area: float = 0.5) -> jax.Array:
+def random_masks(
+  key: jax.Array, batch: int, height: int, width: int, *, max_area: float = 0.5
+) -> jax.Array:
   """Masks ``[B, H, W, 1]`` of 0/1 to train an inpainting model on.
 
   Each image draws a kept fraction ``a ~ U(0, max_area)`` and a kind: smooth
@@ -158,6 +164,9 @@ def random_masks(key: jax.Array, batch: int, height: int, width: int, *,
     g = jax.random.uniform(k, (batch, max(height // scale, 1), max(width // scale, 1)))
     return jax.image.resize(g, (batch, height, width), "bilinear")
 
-  noise = jnp.select([kind[:, None, None] == 0, kind[:, None, None] == 1],
-                     [grid(k8, 8), grid(k4, 4)], jax.random.uniform(k1, (batch, height, width)))
+  noise = jnp.select(
+    [kind[:, None, None] == 0, kind[:, None, None] == 1],
+    [grid(k8, 8), grid(k4, 4)],
+    jax.random.uniform(k1, (batch, height, width)),
+  )
   return keep_top(noise, area)[..., None]

@@ -17,6 +17,15 @@ from jaxsal.objectives._masking import mask_out_loss as mask_out_loss
 from jaxsal.objectives._masking import masking_objective as masking_objective
 from jaxsal.objectives._masking import total_variation as total_variation
 
-__all__ = ["OBJECTIVES", "apply_mask", "infill_blur", "infill_constant", "mask_in_area",
-           "mask_in_loss", "mask_out_area", "mask_out_loss", "masking_objective",
-           "total_variation"]
+__all__ = [
+  "OBJECTIVES",
+  "apply_mask",
+  "infill_blur",
+  "infill_constant",
+  "mask_in_area",
+  "mask_in_loss",
+  "mask_out_area",
+  "mask_out_loss",
+  "masking_objective",
+  "total_variation",
+]

@@ -32,13 +32,15 @@ def _correct(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 def mask_in_loss(logits_in: jax.Array, y: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
   """Cross-entropy of the masked-in image's logits: the kept part must be recognised."""
-  ce = -jnp.take_along_axis(jax.nn.log_softmax(logits_in, -1), y[:, None].astype(jnp.int32),
-                            1)[:, 0]
+  ce = -jnp.take_along_axis(jax.nn.log_softmax(logits_in, -1), y[:, None].astype(jnp.int32), 1)[
+    :, 0
+  ]
   return ce.mean(), {"ce_in": ce.mean(), "correct_on_masked_in": _correct(logits_in, y).mean()}
 
 
-def mask_out_loss(logits_out: jax.Array, logits_clean: jax.Array, y: jax.Array
-                  ) -> tuple[jax.Array, dict[str, Any]]:
+def mask_out_loss(
+  logits_out: jax.Array, logits_clean: jax.Array, y: jax.Array
+) -> tuple[jax.Array, dict[str, Any]]:
   """Minus the entropy of the masked-out prediction, on images the clean classifier gets right.
 
   ``-mean_b[H(softmax(logits_out))_b * 1[argmax logits_clean_b == y_b]]``:
@@ -47,30 +49,38 @@ def mask_out_loss(logits_out: jax.Array, logits_clean: jax.Array, y: jax.Array
   logp = jax.nn.log_softmax(logits_out, -1)
   entropy = -(jnp.exp(logp) * logp).sum(-1)
   correct = _correct(jax.lax.stop_gradient(logits_clean), y)
-  return -(entropy * correct).mean(), {"entropy_out": entropy.mean(),
-                                       "correct_on_clean": correct.mean()}
+  return -(entropy * correct).mean(), {
+    "entropy_out": entropy.mean(),
+    "correct_on_clean": correct.mean(),
+  }
 
 
-def mask_in_area(mask: jax.Array, logits_in: jax.Array, y: jax.Array, *, weight: float
-                 ) -> tuple[jax.Array, dict[str, Any]]:
+def mask_in_area(
+  mask: jax.Array, logits_in: jax.Array, y: jax.Array, *, weight: float
+) -> tuple[jax.Array, dict[str, Any]]:
   """``-weight * mean_b relu(1[masked-in correct]_b - mean(m_b))``: shrink the mask once it suffices."""
   area = _mask2d(mask).mean((1, 2))
   correct = _correct(jax.lax.stop_gradient(logits_in), y)
   return -weight * jax.nn.relu(correct - area).mean(), {"mask_area": area.mean()}
 
 
-def mask_out_area(mask: jax.Array, logits_out: jax.Array, logits_clean: jax.Array, y: jax.Array,
-                  *, weight: float) -> tuple[jax.Array, dict[str, Any]]:
+def mask_out_area(
+  mask: jax.Array, logits_out: jax.Array, logits_clean: jax.Array, y: jax.Array, *, weight: float
+) -> tuple[jax.Array, dict[str, Any]]:
   """``-weight * mean_b relu(1[clean correct and masked-out wrong]_b - mean(m_b))``."""
   area = _mask2d(mask).mean((1, 2))
-  confused = (_correct(jax.lax.stop_gradient(logits_clean), y)
-              * (1.0 - _correct(jax.lax.stop_gradient(logits_out), y)))
-  return -weight * jax.nn.relu(confused - area).mean(), {"mask_area": area.mean(),
-                                                         "confused_out": confused.mean()}
+  confused = _correct(jax.lax.stop_gradient(logits_clean), y) * (
+    1.0 - _correct(jax.lax.stop_gradient(logits_out), y)
+  )
+  return -weight * jax.nn.relu(confused - area).mean(), {
+    "mask_area": area.mean(),
+    "confused_out": confused.mean(),
+  }
 
 
-def total_variation(mask: jax.Array, *, weight: float, power: int = 2, border: float = 0.3
-                    ) -> tuple[jax.Array, dict[str, Any]]:
+def total_variation(
+  mask: jax.Array, *, weight: float, power: int = 2, border: float = 0.3
+) -> tuple[jax.Array, dict[str, Any]]:
   """``weight * [sum |d_w m|^p + sum |d_h m|^p + border * sum_edges m^p] / (p * B)``.
 
   ``sum_edges`` runs over the first and last rows and columns (corner pixels
@@ -79,16 +89,29 @@ def total_variation(mask: jax.Array, *, weight: float, power: int = 2, border: f
   m = _mask2d(mask)
   dw = (jnp.abs(m[:, :, 1:] - m[:, :, :-1]) ** power).sum()
   dh = (jnp.abs(m[:, 1:, :] - m[:, :-1, :]) ** power).sum()
-  edges = (m[:, 0, :] ** power).sum() + (m[:, -1, :] ** power).sum() \
-      + (m[:, :, 0] ** power).sum() + (m[:, :, -1] ** power).sum()
+  edges = (
+    (m[:, 0, :] ** power).sum()
+    + (m[:, -1, :] ** power).sum()
+    + (m[:, :, 0] ** power).sum()
+    + (m[:, :, -1] ** power).sum()
+  )
   tv = weight * (dw + dh + border * edges) / (power * m.shape[0])
   return tv, {"tv": tv}
 
 
-def masking_objective(mask: jax.Array, logits_clean: jax.Array, logits_in: jax.Array,
-                      logits_out: jax.Array, y: jax.Array, *, lam_in: float = 1.0,
-                      lam_out: float = 10.0, lam_tv: float = 1e-3, objective: str = "both",
-                      tv_counted_twice: bool = True) -> tuple[jax.Array, dict[str, Any]]:
+def masking_objective(
+  mask: jax.Array,
+  logits_clean: jax.Array,
+  logits_in: jax.Array,
+  logits_out: jax.Array,
+  y: jax.Array,
+  *,
+  lam_in: float = 1.0,
+  lam_out: float = 10.0,
+  lam_tv: float = 1e-3,
+  objective: str = "both",
+  tv_counted_twice: bool = True,
+) -> tuple[jax.Array, dict[str, Any]]:
   """The masker's loss: mask-in and/or mask-out terms, each with its area term and TV.
 
   ``(L_in + R_in + TV) + (L_out + R_out + TV)`` for ``objective='both'``.
@@ -132,8 +155,9 @@ def masking_objective(mask: jax.Array, logits_clean: jax.Array, logits_in: jax.A
   return loss, aux
 
 
-def apply_mask(x: jax.Array, mask: jax.Array, *, side: str = "in",
-               infill: jax.Array | None = None) -> jax.Array:
+def apply_mask(
+  x: jax.Array, mask: jax.Array, *, side: str = "in", infill: jax.Array | None = None
+) -> jax.Array:
   """Masked-in ``x*m + g*(1-m)`` or masked-out ``x*(1-m) + g*m`` images.
 
   ``g`` is the infill (``infill_constant``, ``infill_blur``, or any image
@@ -158,7 +182,7 @@ def _mirror_blur_matrix(n: int, sigma: float) -> np.ndarray:
   w = np.exp(-0.5 * (t / sigma) ** 2)
   w /= w.sum()
   idx = np.mod(np.arange(n)[:, None] + t[None, :], 2 * n)
-  idx = np.where(idx >= n, 2 * n - 1 - idx, idx)        # symmetric: the edge pixel repeats
+  idx = np.where(idx >= n, 2 * n - 1 - idx, idx)  # symmetric: the edge pixel repeats
   m = np.zeros((n, n))
   np.add.at(m, (np.repeat(np.arange(n), len(t)), idx.reshape(-1)), np.tile(w, n))
   return m.astype(np.float32)

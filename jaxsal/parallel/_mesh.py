@@ -13,7 +13,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -41,24 +42,30 @@ def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, 
     raise ValueError("mesh shape must name at least one axis, e.g. {'data': -1}")
   free = [k for k, v in shape.items() if v == -1]
   if len(free) > 1:
-    raise ValueError(f"mesh shape {shape} has more than one -1 axis ({free}); at most one may be -1")
-  bad = {k: v for k, v in shape.items() if v != -1 and (not isinstance(v, (int, np.integer)) or v < 1)}
+    raise ValueError(
+      f"mesh shape {shape} has more than one -1 axis ({free}); at most one may be -1"
+    )
+  bad = {
+    k: v for k, v in shape.items() if v != -1 and (not isinstance(v, (int, np.integer)) or v < 1)
+  }
   if bad:
     raise ValueError(f"mesh shape {shape}: axis sizes must be positive integers or -1; got {bad}")
   fixed = math.prod(v for v in shape.values() if v != -1)
   if free:
     if num_devices % fixed:
       raise ValueError(
-          f"mesh shape {shape}: the fixed axes use {fixed} devices, which does not divide "
-          f"the {num_devices} available")
+        f"mesh shape {shape}: the fixed axes use {fixed} devices, which does not divide "
+        f"the {num_devices} available"
+      )
     shape[free[0]] = num_devices // fixed
   elif fixed != num_devices:
     raise ValueError(f"mesh shape {shape} spans {fixed} devices but {num_devices} are in use")
   return shape
 
 
-def make_mesh(shape: Mapping[str, int] | None = None, *,
-              devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(
+  shape: Mapping[str, int] | None = None, *, devices: Sequence[Any] | None = None
+) -> Mesh:
   """Builds the device mesh.
 
   Args:
@@ -77,11 +84,13 @@ def make_mesh(shape: Mapping[str, int] | None = None, *,
   devices = list(jax.devices() if devices is None else devices)
   sizes = resolve_mesh_shape(shape, len(devices))
   if devices == list(jax.devices()):
-    return jax.make_mesh(tuple(sizes.values()), tuple(sizes.keys()),
-                         axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
+    return jax.make_mesh(
+      tuple(sizes.values()),
+      tuple(sizes.keys()),
+      axis_types=(jax.sharding.AxisType.Auto,) * len(sizes),
+    )
   arr = np.asarray(devices, dtype=object).reshape(tuple(sizes.values()))
-  return Mesh(arr, tuple(sizes.keys()),
-              axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
+  return Mesh(arr, tuple(sizes.keys()), axis_types=(jax.sharding.AxisType.Auto,) * len(sizes))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -115,7 +124,9 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
     ValueError: the local batch does not split evenly over this host's devices.
   """
   sharding = batch_sharding(mesh, axis)
-  local_devices = mesh.shape[axis] // jax.process_count() if jax.process_count() > 1 else mesh.shape[axis]
+  local_devices = (
+    mesh.shape[axis] // jax.process_count() if jax.process_count() > 1 else mesh.shape[axis]
+  )
 
   def put(x):
     x = np.asarray(x)
@@ -123,9 +134,10 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
       raise ValueError("shard_batch: every leaf needs a leading batch axis; got a scalar")
     if x.shape[0] % max(local_devices, 1):
       raise ValueError(
-          f"shard_batch: the host's batch of {x.shape[0]} does not split over its "
-          f"{local_devices} devices on mesh axis {axis!r}; use a batch size divisible by "
-          f"{mesh.shape[axis]} (the global data-parallel width)")
+        f"shard_batch: the host's batch of {x.shape[0]} does not split over its "
+        f"{local_devices} devices on mesh axis {axis!r}; use a batch size divisible by "
+        f"{mesh.shape[axis]} (the global data-parallel width)"
+      )
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree.map(put, batch)

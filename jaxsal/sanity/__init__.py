@@ -18,5 +18,16 @@ from jaxsal.sanity._similarity import similarity as similarity
 from jaxsal.sanity._similarity import spearman as spearman
 from jaxsal.sanity._similarity import ssim as ssim
 
-__all__ = ["DEFAULT_INITIALIZERS", "MODES", "hog", "hog_similarity", "layer_names",
-           "model_order", "randomize", "similarity", "spearman", "ssim", "stack"]
+__all__ = [
+  "DEFAULT_INITIALIZERS",
+  "MODES",
+  "hog",
+  "hog_similarity",
+  "layer_names",
+  "model_order",
+  "randomize",
+  "similarity",
+  "spearman",
+  "ssim",
+  "stack",
+]

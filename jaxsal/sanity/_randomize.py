@@ -27,10 +27,10 @@ MODES = ("cascading", "independent", "single")
 
 # Each leaf is re-drawn from the initialiser of its kind, found by its name.
 DEFAULT_INITIALIZERS: dict[str, Callable] = {
-    "kernel": nn.initializers.he_normal(),     # convolutions and dense layers (fan-in)
-    "bias": nn.initializers.zeros,
-    "scale": nn.initializers.ones,            # normalisation scales
-    "embedding": nn.initializers.normal(1.0),
+  "kernel": nn.initializers.he_normal(),  # convolutions and dense layers (fan-in)
+  "bias": nn.initializers.zeros,
+  "scale": nn.initializers.ones,  # normalisation scales
+  "embedding": nn.initializers.normal(1.0),
 }
 
 
@@ -100,7 +100,7 @@ def model_order(apply_fn: Callable, params: Any, x: Any) -> list[str]:
     return apply_fn(jax.tree_util.tree_unflatten(treedef, flat), v)
 
   closed = jax.make_jaxpr(run)([v for _, v in leaves], x)
-  position = {id(v): i for i, v in enumerate(closed.jaxpr.invars[:len(leaves)])}
+  position = {id(v): i for i, v in enumerate(closed.jaxpr.invars[: len(leaves)])}
   order: list[str] = []
   for eqn in closed.jaxpr.eqns:
     for v in eqn.invars:
@@ -112,8 +112,10 @@ def model_order(apply_fn: Callable, params: Any, x: Any) -> list[str]:
 
 def _select(names: list[str], patterns: Sequence[str]) -> list[list[str]]:
   if isinstance(patterns, str):
-    raise TypeError(f"layers must be a sequence of patterns, one per stage; got the string "
-                    f"{patterns!r} (write [{patterns!r}])")
+    raise TypeError(
+      f"layers must be a sequence of patterns, one per stage; got the string "
+      f"{patterns!r} (write [{patterns!r}])"
+    )
   if len(patterns) == 0:
     raise ValueError(f"layers must name at least one layer pattern; the layers are {names}")
   stages = []
@@ -128,16 +130,23 @@ def _select(names: list[str], patterns: Sequence[str]) -> list[list[str]]:
 def _redraw(leaf: Any, key: jax.Array, name: str, path: str, inits: Mapping[str, Callable]) -> Any:
   init = inits.get(name)
   if init is None:
-    raise ValueError(f"no initialiser for leaf {path!r} (name {name!r}); pass "
-                     f"initializers={{{name!r}: ...}} (known: {sorted(inits)})")
+    raise ValueError(
+      f"no initialiser for leaf {path!r} (name {name!r}); pass "
+      f"initializers={{{name!r}: ...}} (known: {sorted(inits)})"
+    )
   new = init(key, leaf.shape, jnp.float32).astype(leaf.dtype)
   if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
     new = jax.device_put(new, leaf.sharding)
   return new
 
 
-def _randomized(params: Any, key: jax.Array, chosen: set[str], reset_batch_stats: bool,
-                inits: Mapping[str, Callable]) -> Any:
+def _randomized(
+  params: Any,
+  key: jax.Array,
+  chosen: set[str],
+  reset_batch_stats: bool,
+  inits: Mapping[str, Callable],
+) -> Any:
   coll, _ = _split(params)
 
   def visit(path, leaf):
@@ -163,9 +172,15 @@ def _randomized(params: Any, key: jax.Array, chosen: set[str], reset_batch_stats
   return jax.tree_util.tree_map_with_path(visit, params)
 
 
-def randomize(params: Any, key: jax.Array, *, layers: Sequence[str], mode: str = "cascading",
-              reset_batch_stats: bool = False,
-              initializers: Mapping[str, Callable] | None = None) -> Any:
+def randomize(
+  params: Any,
+  key: jax.Array,
+  *,
+  layers: Sequence[str],
+  mode: str = "cascading",
+  reset_batch_stats: bool = False,
+  initializers: Mapping[str, Callable] | None = None,
+) -> Any:
   """Re-initialises layers of a parameter tree: the model-randomisation sanity check.
 
   Args:
@@ -207,7 +222,7 @@ def randomize(params: Any, key: jax.Array, *, layers: Sequence[str], mode: str =
     return _randomized(params, key, {n for s in stages for n in s}, reset_batch_stats, inits)
   out = []
   for k in range(len(stages)):
-    top = stages[len(stages) - 1 - k:] if mode == "cascading" else [stages[len(stages) - 1 - k]]
+    top = stages[len(stages) - 1 - k :] if mode == "cascading" else [stages[len(stages) - 1 - k]]
     out.append(_randomized(params, key, {n for s in top for n in s}, reset_batch_stats, inits))
   return out
 

@@ -25,17 +25,21 @@ from jaxsal.attribution import normalize_abs, normalize_diverging
 
 def _same_shape(a: jax.Array, b: jax.Array, what: str) -> None:
   if a.shape != b.shape:
-    raise ValueError(f"{what}: the two batches of maps must have the same shape; got "
-                     f"{tuple(a.shape)} and {tuple(b.shape)}")
+    raise ValueError(
+      f"{what}: the two batches of maps must have the same shape; got "
+      f"{tuple(a.shape)} and {tuple(b.shape)}"
+    )
 
 
 def _ranks(v: jax.Array) -> jax.Array:
   """Average ranks (1-based) along the last axis."""
   s = jnp.sort(v, axis=-1)
   lo = jax.vmap(lambda s_, v_: jnp.searchsorted(s_, v_, side="left"))(
-      s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))
+    s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1])
+  )
   hi = jax.vmap(lambda s_, v_: jnp.searchsorted(s_, v_, side="right"))(
-      s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1]))
+    s.reshape(-1, s.shape[-1]), v.reshape(-1, v.shape[-1])
+  )
   return ((lo + hi + 1) / 2.0).reshape(v.shape)
 
 
@@ -54,7 +58,7 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
   """
   _same_shape(a, b, "spearman")
   a, b = jnp.asarray(a), jnp.asarray(b)
-  flat = lambda m: m.reshape(m.shape[0], -1).astype(jnp.float32)  # noqa: E731
+  flat = lambda m: m.reshape(m.shape[0], -1).astype(jnp.float32)
   return _pearson(_ranks(flat(a)), _ranks(flat(b)))
 
 
@@ -72,12 +76,19 @@ def _gaussian_filter(m: jax.Array, sigma: float, truncate: float) -> jax.Array:
   # scipy's 'reflect' repeats the edge pixel: numpy's 'symmetric'.
   p = jnp.pad(m, ((0, 0), (r, r), (r, r)), mode="symmetric")
   h, wd = m.shape[1:]
-  rows = sum(w[i] * p[:, i:i + h, :] for i in range(w.shape[0]))
-  return sum(w[i] * rows[:, :, i:i + wd] for i in range(w.shape[0]))
+  rows = sum(w[i] * p[:, i : i + h, :] for i in range(w.shape[0]))
+  return sum(w[i] * rows[:, :, i : i + wd] for i in range(w.shape[0]))
 
 
-def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> jax.Array:
+def ssim(
+  a: jax.Array,
+  b: jax.Array,
+  *,
+  data_range: float = 1.0,
+  sigma: float = 1.5,
+  k1: float = 0.01,
+  k2: float = 0.03,
+) -> jax.Array:
   """Structural similarity of ``[B, H, W]`` maps with Gaussian weights: ``[B]``.
 
   Population covariances, an 11-tap window for ``sigma = 1.5`` (truncated
@@ -95,10 +106,12 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, sigma: float = 
   truncate = 3.5
   win = 2 * int(truncate * sigma + 0.5) + 1
   if min(a.shape[1:]) < win:
-    raise ValueError(f"ssim: maps of {a.shape[1]}x{a.shape[2]} are smaller than the "
-                     f"{win}x{win} window of sigma={sigma}")
+    raise ValueError(
+      f"ssim: maps of {a.shape[1]}x{a.shape[2]} are smaller than the "
+      f"{win}x{win} window of sigma={sigma}"
+    )
   a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-  f = lambda m: _gaussian_filter(m, sigma, truncate)  # noqa: E731
+  f = lambda m: _gaussian_filter(m, sigma, truncate)
   ux, uy = f(a), f(b)
   vx = f(a * a) - ux * ux
   vy = f(b * b) - uy * uy
@@ -106,11 +119,12 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, sigma: float = 
   c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
   s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
   pad = (win - 1) // 2
-  return s[:, pad:s.shape[1] - pad, pad:s.shape[2] - pad].mean((1, 2))
+  return s[:, pad : s.shape[1] - pad, pad : s.shape[2] - pad].mean((1, 2))
 
 
-def hog(m: jax.Array, *, orientations: int = 9, pixels_per_cell: int = 16,
-        cells_per_block: int = 3) -> jax.Array:
+def hog(
+  m: jax.Array, *, orientations: int = 9, pixels_per_cell: int = 16, cells_per_block: int = 3
+) -> jax.Array:
   """HOG descriptors of ``[B, H, W]`` maps: ``[B, D]``, as ``skimage.feature.hog``.
 
   Central-difference gradients (zero on the border rows and columns),
@@ -122,8 +136,11 @@ def hog(m: jax.Array, *, orientations: int = 9, pixels_per_cell: int = 16,
   References:
     Dalal & Triggs, "Histograms of Oriented Gradients for Human Detection", CVPR 2005.
   """
-  for v, name in ((orientations, "orientations"), (pixels_per_cell, "pixels_per_cell"),
-                  (cells_per_block, "cells_per_block")):
+  for v, name in (
+    (orientations, "orientations"),
+    (pixels_per_cell, "pixels_per_cell"),
+    (cells_per_block, "cells_per_block"),
+  ):
     _checks.check_positive_int(v, name)
   if m.ndim != 3:
     raise ValueError(f"hog takes maps [B, H, W]; got shape {tuple(m.shape)}")
@@ -131,8 +148,10 @@ def hog(m: jax.Array, *, orientations: int = 9, pixels_per_cell: int = 16,
   nr, nc = h // pixels_per_cell, w // pixels_per_cell
   if nr < cells_per_block or nc < cells_per_block:
     side = cells_per_block * pixels_per_cell
-    raise ValueError(f"hog: maps of {h}x{w} are too small for blocks of {cells_per_block} cells "
-                     f"of {pixels_per_cell} pixels (at least {side}x{side})")
+    raise ValueError(
+      f"hog: maps of {h}x{w} are too small for blocks of {cells_per_block} cells "
+      f"of {pixels_per_cell} pixels (at least {side}x{side})"
+    )
   m = jnp.asarray(m, jnp.float32)
   g_row = jnp.zeros_like(m).at[:, 1:-1, :].set(m[:, 2:, :] - m[:, :-2, :])
   g_col = jnp.zeros_like(m).at[:, :, 1:-1].set(m[:, :, 2:] - m[:, :, :-2])
@@ -144,19 +163,20 @@ def hog(m: jax.Array, *, orientations: int = 9, pixels_per_cell: int = 16,
   flip = (g_row < 0) | ((g_row == 0) & (g_col < 0))
   u, v = jnp.where(flip, -g_col, g_col), jnp.where(flip, -g_row, g_row)
   width = jnp.pi / orientations
-  edges = width * jnp.arange(1, orientations, dtype=jnp.float32)           # inner edges
+  edges = width * jnp.arange(1, orientations, dtype=jnp.float32)  # inner edges
   past = (jnp.cos(edges) * v[..., None] - jnp.sin(edges) * u[..., None]) >= 0
-  index = past.sum(-1)                        # bin i holds angles in [i, i + 1) * width
+  index = past.sum(-1)  # bin i holds angles in [i, i + 1) * width
   inbin = index[..., None] == jnp.arange(orientations)
-  votes = jnp.where(inbin, mag[..., None], 0.0)[:, :nr * pixels_per_cell, :nc * pixels_per_cell]
+  votes = jnp.where(inbin, mag[..., None], 0.0)[:, : nr * pixels_per_cell, : nc * pixels_per_cell]
   cells = votes.reshape(bsz, nr, pixels_per_cell, nc, pixels_per_cell, orientations).sum((2, 4))
   cells = cells / (pixels_per_cell * pixels_per_cell)
   k = cells_per_block
   br, bc = nr - k + 1, nc - k + 1
-  blocks = jnp.stack([jnp.stack([cells[:, r:r + k, c:c + k] for c in range(bc)], 1)
-                      for r in range(br)], 1)                       # [B, br, bc, k, k, O]
+  blocks = jnp.stack(
+    [jnp.stack([cells[:, r : r + k, c : c + k] for c in range(bc)], 1) for r in range(br)], 1
+  )  # [B, br, bc, k, k, O]
   eps = 1e-5
-  norm = lambda v: v / jnp.sqrt((v * v).sum((3, 4, 5), keepdims=True) + eps ** 2)  # noqa: E731
+  norm = lambda v: v / jnp.sqrt((v * v).sum((3, 4, 5), keepdims=True) + eps**2)
   blocks = norm(jnp.minimum(norm(blocks), 0.2))
   return blocks.reshape(bsz, -1)
 
@@ -174,8 +194,9 @@ def _minmax(m: jax.Array) -> jax.Array:
   return (m - lo[:, None, None]) / span[:, None, None]
 
 
-def similarity(a: jax.Array, b: jax.Array, *, percentile: float = 99.0,
-               pixels_per_cell: int = 16) -> dict[str, jax.Array]:
+def similarity(
+  a: jax.Array, b: jax.Array, *, percentile: float = 99.0, pixels_per_cell: int = 16
+) -> dict[str, jax.Array]:
   """The sanity-check paper's similarity numbers for two batches of maps ``[B, H, W, C]``.
 
   Args:
@@ -206,9 +227,10 @@ def similarity(a: jax.Array, b: jax.Array, *, percentile: float = 99.0,
   abs_a, abs_b = normalize_abs(a, percentile), normalize_abs(b, percentile)
   mm_a, mm_b = _minmax(jnp.abs(a).sum(-1)), _minmax(jnp.abs(b).sum(-1))
   return {
-      "spearman_abs": spearman(abs_a, abs_b),
-      "spearman_diverging": spearman(normalize_diverging(a, percentile),
-                                     normalize_diverging(b, percentile)),
-      "ssim": ssim(mm_a, mm_b),
-      "hog": hog_similarity(mm_a, mm_b, pixels_per_cell=pixels_per_cell),
+    "spearman_abs": spearman(abs_a, abs_b),
+    "spearman_diverging": spearman(
+      normalize_diverging(a, percentile), normalize_diverging(b, percentile)
+    ),
+    "ssim": ssim(mm_a, mm_b),
+    "hog": hog_similarity(mm_a, mm_b, pixels_per_cell=pixels_per_cell),
   }

@@ -48,8 +48,11 @@ class Checkpoints:
   def __init__(self, directory: str, *, every: int = 1, keep: int = 3, use_async: bool = True):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=max(int(every), 1),
-        enable_async_checkpointing=use_async, create=True)
+      max_to_keep=keep,
+      save_interval_steps=max(int(every), 1),
+      enable_async_checkpointing=use_async,
+      create=True,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
@@ -60,9 +63,10 @@ class Checkpoints:
   def save(self, step: int, state: Any, *, meta: dict, force: bool = False) -> bool:
     """Saves ``state`` at ``step`` if it is a save step (or ``force``). Returns whether it saved."""
     return self._manager.save(
-        int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-        force=force)
+      int(step),
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=force,
+    )
 
   def wait(self) -> None:
     """Blocks until a background save has finished."""
@@ -72,8 +76,9 @@ class Checkpoints:
     self._manager.wait_until_finished()
     self._manager.close()
 
-  def restore(self, target: Any, step: int | None = None, *,
-              expect_meta: dict | None = None) -> tuple[Any, dict] | None:
+  def restore(
+    self, target: Any, step: int | None = None, *, expect_meta: dict | None = None
+  ) -> tuple[Any, dict] | None:
     """Restores a state with ``target``'s structure, shapes, dtypes and shardings.
 
     Args:
@@ -96,22 +101,27 @@ class Checkpoints:
     if step is None:
       step = steps[-1]
     if step not in steps:
-      raise CheckpointError(f"no checkpoint at step {step} in {self.directory}; "
-                            f"available steps: {steps}")
+      raise CheckpointError(
+        f"no checkpoint at step {step} in {self.directory}; available steps: {steps}"
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing here
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+        "meta"
+      ]
+    except Exception as e:
       raise self._corrupt(step, steps, e) from e
     for key, want in (expect_meta or {}).items():
       if key in meta and meta[key] != want:
         raise CheckpointError(
-            f"the checkpoint at step {step} in {self.directory} was written for {key}={meta[key]!r}, "
-            f"but this run uses {key}={want!r}; use another workdir, or the matching config")
+          f"the checkpoint at step {step} in {self.directory} was written for {key}={meta[key]!r}, "
+          f"but this run uses {key}={want!r}; use another workdir, or the matching config"
+        )
     try:
       restored = self._manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    except Exception as e:  # noqa: BLE001
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+      )
+    except Exception as e:
       raise self._corrupt(step, steps, e) from e
     return restored["state"], meta
 
@@ -121,9 +131,14 @@ class Checkpoints:
     if previous is None:
       hint = f"There is no earlier checkpoint: delete {os.path.join(self.directory, str(step))} to start over."
     else:
-      hint = (f"The previous checkpoint, step {previous}, is available: rerun with "
-              f"--set checkpoint.restore_step={previous}, or delete "
-              f"{os.path.join(self.directory, str(step))}.")
+      hint = (
+        f"The previous checkpoint, step {previous}, is available: rerun with "
+        f"--set checkpoint.restore_step={previous}, or delete "
+        f"{os.path.join(self.directory, str(step))}."
+      )
     return CorruptCheckpointError(
-        f"the latest checkpoint (step {step}) in {self.directory} is corrupt or unreadable "
-        f"({reason}). {hint}", step, previous)
+      f"the latest checkpoint (step {step}) in {self.directory} is corrupt or unreadable "
+      f"({reason}). {hint}",
+      step,
+      previous,
+    )

@@ -15,9 +15,9 @@ import os
 from typing import Any
 
 import flax
-import ml_collections
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -33,6 +33,7 @@ from jaxsal.train._runner import restore, run_steps, write_config, write_eval
 @flax.struct.dataclass
 class GeneratorState:
   """The VAE's step, parameters and optimizer state."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -47,9 +48,16 @@ def validate_generator_config(config) -> None:
   """
   from jaxsal import data
   from jaxsal._checks import check_choice
+
   check_choice(config.dataset.name, "dataset.name", data.DATASETS)
-  for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "eval_num_images",
-              "eval_batch_size"):
+  for key in (
+    "batch_size",
+    "num_train_steps",
+    "log_every",
+    "eval_every",
+    "eval_num_images",
+    "eval_batch_size",
+  ):
     check_positive_int(config[key], key)
   check_positive_int(config.model.latent_dim, "model.latent_dim")
   if not config.model.widths:
@@ -66,8 +74,12 @@ def validate_generator_config(config) -> None:
 
 def _module(model_cfg, channels: int):
   from jaxsal.models.vae import InpaintingVAE
-  return InpaintingVAE(latent_dim=int(model_cfg["latent_dim"]),
-                       widths=tuple(int(w) for w in model_cfg["widths"]), channels=int(channels))
+
+  return InpaintingVAE(
+    latent_dim=int(model_cfg["latent_dim"]),
+    widths=tuple(int(w) for w in model_cfg["widths"]),
+    channels=int(channels),
+  )
 
 
 def _init_state(module, tx, key, image_shape) -> GeneratorState:
@@ -77,8 +89,9 @@ def _init_state(module, tx, key, image_shape) -> GeneratorState:
   return GeneratorState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def make_generator_step(module, tx: optax.GradientTransformation, *, seed: int, max_area: float,
-                        free_bits: float = 0.0):
+def make_generator_step(
+  module, tx: optax.GradientTransformation, *, seed: int, max_area: float, free_bits: float = 0.0
+):
   """The pure ``step(state, batch) -> (state, metrics)`` of the inpainting VAE.
 
   ``batch['image']`` is ``[B, H, W, C]`` in ``[0, 1]``. The masks (see
@@ -115,7 +128,8 @@ def _eval_sums(module, *, seed: int, max_area: float):
     mask = random_masks(k, x.shape[0], x.shape[1], x.shape[2], max_area=max_area)
     logits, mu, logvar = module.apply({"params": params}, x, mask, jax.random.fold_in(k, 1))
     _, per = jax.vmap(lambda l, m, v, xx: vae_loss(l[None], m[None], v[None], xx[None]))(
-        logits, mu, logvar, x)
+      logits, mu, logvar, x
+    )
     return {k: jnp.sum(v * valid) for k, v in per.items()}
 
   return sums
@@ -130,7 +144,7 @@ def _evaluate(sums, params, source, *, num_images: int, batch_size: int) -> dict
     x = np.stack([np.asarray(source[j]["image"], np.float32) / 255.0 for j in idx])
     valid = np.ones(batch_size, np.float32)
     if len(idx) < batch_size:
-      valid[len(idx):] = 0
+      valid[len(idx) :] = 0
       x = np.concatenate([x, np.zeros((batch_size - len(idx),) + x.shape[1:], np.float32)])
     out = jax.device_get(sums(params, x, valid, i))
     for k in totals:
@@ -166,71 +180,126 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
   """
   from jaxsal import data
   from jaxsal.models.vae import Generator
+
   validate_generator_config(config)
   d = config.dataset
-  train_source = data.load_source(d.name, d.train_split, config=d.get("config", None),
-                                  data_dir=d.get("data_dir", None))
-  eval_source = data.load_source(d.name, d.eval_split, config=d.get("config", None),
-                                 data_dir=d.get("data_dir", None))
+  train_source = data.load_source(
+    d.name, d.train_split, config=d.get("config", None), data_dir=d.get("data_dir", None)
+  )
+  eval_source = data.load_source(
+    d.name, d.eval_split, config=d.get("config", None), data_dir=d.get("data_dir", None)
+  )
   image_shape = tuple(np.asarray(train_source[0]["image"]).shape)
   stride = 2 ** (len(config.model.widths) + 1)
   if image_shape[0] % stride or image_shape[1] % stride:
-    raise ValueError(f"the {image_shape[0]}x{image_shape[1]} images must be multiples of "
-                     f"2 ** (len(model.widths) + 1) = {stride}")
+    raise ValueError(
+      f"the {image_shape[0]}x{image_shape[1]} images must be multiples of "
+      f"2 ** (len(model.widths) + 1) = {stride}"
+    )
   mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
   width = mesh.shape[parallel.DATA_AXIS]
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % width:
-      raise ValueError(f"{key}={config[key]} must be divisible by the {width} devices "
-                       f"of the mesh's {parallel.DATA_AXIS!r} axis")
+      raise ValueError(
+        f"{key}={config[key]} must be divisible by the {width} devices "
+        f"of the mesh's {parallel.DATA_AXIS!r} axis"
+      )
   workdir = prepare_workdir(workdir)
 
   module = _module(config.model, image_shape[-1])
   total = int(config.num_train_steps)
   tx = make_optimizer(config.optimizer, total)
   repl = parallel.replicated(mesh)
-  state = jax.jit(lambda k: _init_state(module, tx, k, image_shape),
-                  out_shardings=repl)(jax.random.key(config.seed))
+  state = jax.jit(lambda k: _init_state(module, tx, k, image_shape), out_shardings=repl)(
+    jax.random.key(config.seed)
+  )
   is_main = jax.process_index() == 0
   writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
-  ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
-                     keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
-  meta = {"kind": "generator", "latent_dim": int(config.model.latent_dim),
-          "widths": [int(w) for w in config.model.widths], "image_shape": list(image_shape)}
-  state, restored_step = restore(ckpt, state, config, meta=meta,
-                                 expect=("kind", "latent_dim", "widths", "image_shape"),
-                                 writer=writer, what="generator")
+  ckpt = Checkpoints(
+    os.path.join(workdir, "checkpoints"),
+    every=config.checkpoint.every,
+    keep=config.checkpoint.keep,
+    use_async=config.checkpoint.use_async,
+  )
+  meta = {
+    "kind": "generator",
+    "latent_dim": int(config.model.latent_dim),
+    "widths": [int(w) for w in config.model.widths],
+    "image_shape": list(image_shape),
+  }
+  state, restored_step = restore(
+    ckpt,
+    state,
+    config,
+    meta=meta,
+    expect=("kind", "latent_dim", "widths", "image_shape"),
+    writer=writer,
+    what="generator",
+  )
   write_config(workdir, config)
   if is_main:
     with open(os.path.join(workdir, "generator.json"), "w") as f:
       json.dump(meta, f, indent=2)
 
   max_area = float(config.max_area)
-  step_fn = jax.jit(make_generator_step(module, tx, seed=int(config.seed), max_area=max_area,
-                                        free_bits=float(config.free_bits)),
-                    in_shardings=(repl, parallel.batch_sharding(mesh)),
-                    out_shardings=(repl, repl), donate_argnums=(0,))
+  step_fn = jax.jit(
+    make_generator_step(
+      module, tx, seed=int(config.seed), max_area=max_area, free_bits=float(config.free_bits)
+    ),
+    in_shardings=(repl, parallel.batch_sharding(mesh)),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
   sums = _eval_sums(module, seed=int(config.seed), max_area=max_area)
-  run_eval = lambda st: _evaluate(  # noqa: E731
-      sums, st.params, eval_source, num_images=int(config.eval_num_images),
-      batch_size=int(config.eval_batch_size))
+  run_eval = lambda st: _evaluate(
+    sums,
+    st.params,
+    eval_source,
+    num_images=int(config.eval_num_images),
+    batch_size=int(config.eval_batch_size),
+  )
   start = int(jax.device_get(state.step))
-  batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                              shuffle=True, num_epochs=None, drop_remainder=True,
-                              start_step=start)
-  prepare = lambda raw: parallel.shard_batch(  # noqa: E731
-      {"image": np.asarray(raw["image"], np.float32)}, mesh)
+  batches = data.make_batches(
+    train_source,
+    batch_size=config.batch_size,
+    seed=config.seed,
+    shuffle=True,
+    num_epochs=None,
+    drop_remainder=True,
+    start_step=start,
+  )
+  prepare = lambda raw: parallel.shard_batch({"image": np.asarray(raw["image"], np.float32)}, mesh)
   state, history, last_eval = run_steps(
-      state=state, step_fn=step_fn, batches=batches, prepare=prepare, start=start, total=total,
-      log_every=int(config.log_every), eval_every=int(config.eval_every), writer=writer,
-      ckpt=ckpt, meta=meta, evaluate=run_eval, desc="generator", progress=progress,
-      postfix=lambda m: {"nll": f"{m['train_nll']:.1f}", "kl": f"{m['train_kl']:.1f}"},
-      eval_line=lambda done, ev: (f"step {done}: test -ELBO {ev['loss']:.1f} nats/image "
-                                  f"(NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}; {ev['count']} images)"))
+    state=state,
+    step_fn=step_fn,
+    batches=batches,
+    prepare=prepare,
+    start=start,
+    total=total,
+    log_every=int(config.log_every),
+    eval_every=int(config.eval_every),
+    writer=writer,
+    ckpt=ckpt,
+    meta=meta,
+    evaluate=run_eval,
+    desc="generator",
+    progress=progress,
+    postfix=lambda m: {"nll": f"{m['train_nll']:.1f}", "kl": f"{m['train_kl']:.1f}"},
+    eval_line=lambda done, ev: (
+      f"step {done}: test -ELBO {ev['loss']:.1f} nats/image "
+      f"(NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}; {ev['count']} images)"
+    ),
+  )
   result = write_eval(workdir, last_eval)
-  return {"generator": Generator(module, jax.device_get(state.params)), "state": state,
-          "history": history, "eval": result, "restored_step": restored_step, "mesh": mesh,
-          "workdir": workdir}
+  return {
+    "generator": Generator(module, jax.device_get(state.params)),
+    "state": state,
+    "history": history,
+    "eval": result,
+    "restored_step": restored_step,
+    "mesh": mesh,
+    "workdir": workdir,
+  }
 
 
 def load_generator(workdir: str):
@@ -241,13 +310,15 @@ def load_generator(workdir: str):
       says how to train one).
   """
   from jaxsal.models.vae import Generator
+
   path = os.path.abspath(os.path.expanduser(workdir))
   meta_path = os.path.join(path, "generator.json")
   ckpt_dir = os.path.join(path, "checkpoints")
-  how = (f"train one first: jaxsal train-generator --config generator_digits --workdir {workdir}")
+  how = f"train one first: jaxsal train-generator --config generator_digits --workdir {workdir}"
   if not os.path.isfile(meta_path) or not os.path.isdir(ckpt_dir):
-    raise FileNotFoundError(f"no generative model in {path!r} (no generator.json and "
-                            f"checkpoints there); {how}")
+    raise FileNotFoundError(
+      f"no generative model in {path!r} (no generator.json and checkpoints there); {how}"
+    )
   with open(meta_path) as f:
     meta = json.load(f)
   with open(os.path.join(path, "config.json")) as f:
@@ -263,6 +334,7 @@ def load_generator(workdir: str):
   finally:
     ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"no generative model in {path!r}: it has no finished "
-                            f"checkpoint; {how}")
+    raise FileNotFoundError(
+      f"no generative model in {path!r}: it has no finished checkpoint; {how}"
+    )
   return Generator(module, restored[0].params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,8 +30,12 @@ class MetricWriter:
     self.enabled = enabled
 
   def write(self, step: int, kind: str, metrics: dict) -> dict:
-    record = {"step": int(step), "kind": kind, "time": time.time(),
-              **{k: _plain(v) for k, v in metrics.items()}}
+    record = {
+      "step": int(step),
+      "kind": kind,
+      "time": time.time(),
+      **{k: _plain(v) for k, v in metrics.items()},
+    }
     if self.enabled:
       with open(self.path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -44,10 +49,8 @@ class MetricWriter:
       for line in f:
         line = line.strip()
         if line:
-          try:
+          with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a kill
             out.append(json.loads(line))
-          except json.JSONDecodeError:
-            pass  # a line cut short by a killed process
     return out
 
   def truncate_after(self, step: int) -> None:

@@ -20,12 +20,17 @@ from jaxsal import parallel
 from jaxsal._checks import check_choice, check_positive_int
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
-from jaxsal.train._runner import restore, run_steps, write_config, write_eval
-from jaxsal.train._loop import (_devices, _normalizer, _transforms, prepare_workdir,
-                                train_and_evaluate, validate_config)
-from jaxsal.train._masker_step import (INFILLS, create_masker_state, make_mask_fn,
-                                       make_masker_step)
+from jaxsal.train._loop import (
+  _devices,
+  _normalizer,
+  _transforms,
+  prepare_workdir,
+  train_and_evaluate,
+  validate_config,
+)
+from jaxsal.train._masker_step import INFILLS, create_masker_state, make_mask_fn, make_masker_step
 from jaxsal.train._optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from jaxsal.train._runner import restore, run_steps, write_config, write_eval
 from jaxsal.train._wsol_eval import evaluate_localization
 
 MODES = ("fix", "ca")
@@ -47,6 +52,7 @@ def validate_masker_config(config) -> None:
       batch size that does not split over the mesh.
   """
   from jaxsal import models, objectives
+
   validate_config(config.classifier)
   check_choice(config.mode, "mode", MODES)
   check_choice(config.objective.name, "objective.name", objectives.OBJECTIVES)
@@ -55,8 +61,15 @@ def validate_masker_config(config) -> None:
     value = config.objective[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
       raise ValueError(f"objective.{name} must be a number >= 0; got {value!r}")
-  for key in ("batch_size", "num_train_steps", "log_every", "eval_every", "eval_num_images",
-              "eval_batch_size", "pool_every"):
+  for key in (
+    "batch_size",
+    "num_train_steps",
+    "log_every",
+    "eval_every",
+    "eval_num_images",
+    "eval_batch_size",
+    "pool_every",
+  ):
     check_positive_int(config[key], key)
   check_positive_int(config.checkpoint.every, "checkpoint.every")
   check_positive_int(config.checkpoint.keep, "checkpoint.keep")
@@ -73,18 +86,20 @@ def validate_masker_config(config) -> None:
   taps = models.tap_names(model)
   layers = list(config.masker.layers)
   if not layers:
-    raise ValueError("masker.layers must name at least one tap; available taps: "
-                     + ", ".join(taps))
+    raise ValueError("masker.layers must name at least one tap; available taps: " + ", ".join(taps))
   for name in layers:
     if name not in taps:
-      raise ValueError(f"unknown tap {name!r} in masker.layers; the classifier "
-                       f"{config.classifier.model.name!r} has taps: {', '.join(taps)}")
+      raise ValueError(
+        f"unknown tap {name!r} in masker.layers; the classifier "
+        f"{config.classifier.model.name!r} has taps: {', '.join(taps)}"
+      )
   check_positive_int(config.masker.hidden, "masker.hidden")
   check_positive_int(config.masker.mask_scale, "masker.mask_scale")
 
 
 def _classifier_model(config):
   from jaxsal import data, models
+
   c = config.classifier
   info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
   return models.get_model(c.model.name, num_classes=info["num_classes"], **dict(c.model.kwargs))
@@ -93,10 +108,15 @@ def _classifier_model(config):
 def make_masker(config):
   """The ``jaxsal.models.Masker`` a masker config describes."""
   from jaxsal import models
+
   m = config.masker
-  return models.Masker(layers=tuple(m.layers), hidden=int(m.hidden),
-                       mask_scale=int(m.mask_scale), gumbel=bool(m.gumbel),
-                       temperature=float(m.temperature))
+  return models.Masker(
+    layers=tuple(m.layers),
+    hidden=int(m.hidden),
+    mask_scale=int(m.mask_scale),
+    gumbel=bool(m.gumbel),
+    temperature=float(m.temperature),
+  )
 
 
 def classifier_workdir(config, workdir: str) -> str:
@@ -133,15 +153,22 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
     True
   """
   from jaxsal import data, models
+
   validate_masker_config(config)
   cc = config.classifier
   info = data.dataset_info(cc.dataset.name, cc.dataset.get("config", None))
-  train_source = data.load_source(cc.dataset.name, cc.dataset.train_split,
-                                  config=cc.dataset.get("config", None),
-                                  data_dir=cc.dataset.get("data_dir", None))
-  eval_source = data.load_source(cc.dataset.name, cc.dataset.eval_split,
-                                 config=cc.dataset.get("config", None),
-                                 data_dir=cc.dataset.get("data_dir", None))
+  train_source = data.load_source(
+    cc.dataset.name,
+    cc.dataset.train_split,
+    config=cc.dataset.get("config", None),
+    data_dir=cc.dataset.get("data_dir", None),
+  )
+  eval_source = data.load_source(
+    cc.dataset.name,
+    cc.dataset.eval_split,
+    config=cc.dataset.get("config", None),
+    data_dir=cc.dataset.get("data_dir", None),
+  )
   # Localisation needs ground-truth boxes and masks (cluttered_digits has
   # them; tfds ImageNet does not, and then evaluation is skipped).
   has_truth = all(key in eval_source[0] for key in ("box", "mask"))
@@ -151,13 +178,17 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
   train_pre, _, image_shape = _transforms(cc, info)
   masker = make_masker(config)
   if image_shape[0] % masker.mask_scale or image_shape[1] % masker.mask_scale:
-    raise ValueError(f"the {image_shape[0]}x{image_shape[1]} inputs must be multiples of "
-                     f"masker.mask_scale={masker.mask_scale}")
+    raise ValueError(
+      f"the {image_shape[0]}x{image_shape[1]} inputs must be multiples of "
+      f"masker.mask_scale={masker.mask_scale}"
+    )
   mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
   width = mesh.shape[parallel.DATA_AXIS]
   if config.batch_size % width:
-    raise ValueError(f"batch_size={config.batch_size} must be divisible by the {width} devices "
-                     f"of the mesh's {parallel.DATA_AXIS!r} axis")
+    raise ValueError(
+      f"batch_size={config.batch_size} must be divisible by the {width} devices "
+      f"of the mesh's {parallel.DATA_AXIS!r} axis"
+    )
   workdir = prepare_workdir(workdir)
 
   # The classifier: restored (or trained) in its own workdir.
@@ -168,42 +199,73 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
   normalize = _normalizer(cc, image_shape[-1])
   mean = np.asarray(cc.dataset.mean, np.float32)
   std = np.asarray(cc.dataset.std, np.float32)
-  normalize_images = lambda im: (np.asarray(im, np.float32) - mean) / std  # noqa: E731
+  normalize_images = lambda im: (np.asarray(im, np.float32) - mean) / std
 
   total = int(config.num_train_steps)
   masker_tx = _optimizer(config.masker_optimizer, total)
   train_classifier = config.mode == "ca"
-  clf_tx = _optimizer(config.classifier_optimizer, total) if train_classifier \
-      else optax.set_to_zero()
+  clf_tx = (
+    _optimizer(config.classifier_optimizer, total) if train_classifier else optax.set_to_zero()
+  )
   repl = parallel.replicated(mesh)
   batch_sh = parallel.batch_sharding(mesh)
   pool_size = int(config.pool_size) if train_classifier else 0
-  init = jax.jit(lambda k, v: create_masker_state(masker, masker_tx, classifier, v, clf_tx, k,
-                                                  (1,) + tuple(image_shape), pool_size=pool_size),
-                 out_shardings=repl)
+  init = jax.jit(
+    lambda k, v: create_masker_state(
+      masker, masker_tx, classifier, v, clf_tx, k, (1,) + tuple(image_shape), pool_size=pool_size
+    ),
+    out_shardings=repl,
+  )
   state = init(jax.random.key(config.seed), clf_variables)
 
   is_main = jax.process_index() == 0
   writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
-  ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
-                     keep=config.checkpoint.keep, use_async=config.checkpoint.use_async)
-  meta = {"kind": "masker", "model": cc.model.name, "mode": config.mode,
-          "layers": list(config.masker.layers), "image_shape": list(image_shape)}
-  state, restored_step = restore(ckpt, state, config, meta=meta,
-                                 expect=("kind", "model", "mode", "layers"), writer=writer,
-                                 what="masker")
+  ckpt = Checkpoints(
+    os.path.join(workdir, "checkpoints"),
+    every=config.checkpoint.every,
+    keep=config.checkpoint.keep,
+    use_async=config.checkpoint.use_async,
+  )
+  meta = {
+    "kind": "masker",
+    "model": cc.model.name,
+    "mode": config.mode,
+    "layers": list(config.masker.layers),
+    "image_shape": list(image_shape),
+  }
+  state, restored_step = restore(
+    ckpt,
+    state,
+    config,
+    meta=meta,
+    expect=("kind", "model", "mode", "layers"),
+    writer=writer,
+    what="masker",
+  )
   write_config(workdir, config)
 
   o = config.objective
   step_fn = make_masker_step(
-      classifier, masker, masker_tx, clf_tx, train_classifier=train_classifier,
-      objective=o.name, lam_in=float(o.lam_in), lam_out=float(o.lam_out),
-      lam_tv=float(o.lam_tv), tv_counted_twice=bool(o.tv_counted_twice),
-      historic_prob=float(config.historic_prob), pool_size=pool_size,
-      pool_every=int(config.pool_every), infill=o.infill, blur_sigma=float(o.blur_sigma),
-      seed=int(config.seed))
-  train_step = jax.jit(step_fn, in_shardings=(repl, batch_sh), out_shardings=(repl, repl),
-                       donate_argnums=(0,))
+    classifier,
+    masker,
+    masker_tx,
+    clf_tx,
+    train_classifier=train_classifier,
+    objective=o.name,
+    lam_in=float(o.lam_in),
+    lam_out=float(o.lam_out),
+    lam_tv=float(o.lam_tv),
+    tv_counted_twice=bool(o.tv_counted_twice),
+    historic_prob=float(config.historic_prob),
+    pool_size=pool_size,
+    pool_every=int(config.pool_every),
+    infill=o.infill,
+    blur_sigma=float(o.blur_sigma),
+    seed=int(config.seed),
+  )
+  train_step = jax.jit(
+    step_fn, in_shardings=(repl, batch_sh), out_shardings=(repl, repl), donate_argnums=(0,)
+  )
   mask_fn = make_mask_fn(classifier, masker)
 
   def eval_maps(x, label, st):
@@ -213,35 +275,74 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
   def run_eval(st):
     if not has_truth:
       return {"count": 0}
-    return evaluate_localization(eval_maps, eval_source, maps_args=(st,),
-                                 batch_size=int(config.eval_batch_size),
-                                 normalize=normalize_images, apply_fn=original_apply,
-                                 params=original_params, num_images=int(config.eval_num_images),
-                                 progress=False)
+    return evaluate_localization(
+      eval_maps,
+      eval_source,
+      maps_args=(st,),
+      batch_size=int(config.eval_batch_size),
+      normalize=normalize_images,
+      apply_fn=original_apply,
+      params=original_params,
+      num_images=int(config.eval_num_images),
+      progress=False,
+    )
 
   def eval_line(done, ev):
     if not ev["count"]:
       return None
-    return (f"step {done}: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} "
-            f"PxAP {ev['pxap']:.3f} area {ev['area']:.3f} "
-            f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)")
+    return (
+      f"step {done}: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} "
+      f"PxAP {ev['pxap']:.3f} area {ev['area']:.3f} "
+      f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)"
+    )
 
   start = int(jax.device_get(state.step))
-  batches = data.make_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                              shuffle=True, num_epochs=None, drop_remainder=True,
-                              start_step=start, preprocess=train_pre)
-  prepare = lambda raw: parallel.shard_batch(  # noqa: E731
-      normalize({"image": raw["image"], "label": raw["label"]}), mesh)
+  batches = data.make_batches(
+    train_source,
+    batch_size=config.batch_size,
+    seed=config.seed,
+    shuffle=True,
+    num_epochs=None,
+    drop_remainder=True,
+    start_step=start,
+    preprocess=train_pre,
+  )
+  prepare = lambda raw: parallel.shard_batch(
+    normalize({"image": raw["image"], "label": raw["label"]}), mesh
+  )
   state, history, last_eval = run_steps(
-      state=state, step_fn=train_step, batches=batches, prepare=prepare, start=start,
-      total=total, log_every=int(config.log_every), eval_every=int(config.eval_every),
-      writer=writer, ckpt=ckpt, meta=meta, evaluate=run_eval, desc=f"masker {config.mode}",
-      progress=progress, postfix=lambda m: {"loss": f"{m['train_masker_loss']:.3f}",
-                                            "area": f"{m['train_mask_area']:.3f}"},
-      eval_line=eval_line)
-  result = write_eval(workdir, last_eval,
-                      classifier_accuracy=float(trained["eval"]["eval_accuracy"]))
-  return {"state": state, "history": history, "eval": result,
-          "classifier_eval": trained["eval"], "restored_step": restored_step, "mesh": mesh,
-          "workdir": workdir, "masker": masker, "classifier": classifier,
-          "original": (original_apply, original_params)}
+    state=state,
+    step_fn=train_step,
+    batches=batches,
+    prepare=prepare,
+    start=start,
+    total=total,
+    log_every=int(config.log_every),
+    eval_every=int(config.eval_every),
+    writer=writer,
+    ckpt=ckpt,
+    meta=meta,
+    evaluate=run_eval,
+    desc=f"masker {config.mode}",
+    progress=progress,
+    postfix=lambda m: {
+      "loss": f"{m['train_masker_loss']:.3f}",
+      "area": f"{m['train_mask_area']:.3f}",
+    },
+    eval_line=eval_line,
+  )
+  result = write_eval(
+    workdir, last_eval, classifier_accuracy=float(trained["eval"]["eval_accuracy"])
+  )
+  return {
+    "state": state,
+    "history": history,
+    "eval": result,
+    "classifier_eval": trained["eval"],
+    "restored_step": restored_step,
+    "mesh": mesh,
+    "workdir": workdir,
+    "masker": masker,
+    "classifier": classifier,
+    "original": (original_apply, original_params),
+  }

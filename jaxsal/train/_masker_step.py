@@ -25,7 +25,8 @@ after a resume.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax
 import jax
@@ -55,6 +56,7 @@ class MaskerTrainState:
       ``pool_size`` (the classifier pool, our extension), or ``{}``.
     pool_count: int32 scalar, how many snapshots the pool has received.
   """
+
   step: jax.Array
   masker_params: Any
   masker_state: Any
@@ -74,10 +76,17 @@ class MaskerTrainState:
     return {"params": self.classifier_params, **self.classifier_state}
 
 
-def create_masker_state(masker, masker_tx: optax.GradientTransformation, classifier,
-                        classifier_variables: dict, classifier_tx: optax.GradientTransformation,
-                        key: jax.Array, input_shape: Sequence[int], *, pool_size: int = 0
-                        ) -> MaskerTrainState:
+def create_masker_state(
+  masker,
+  masker_tx: optax.GradientTransformation,
+  classifier,
+  classifier_variables: dict,
+  classifier_tx: optax.GradientTransformation,
+  key: jax.Array,
+  input_shape: Sequence[int],
+  *,
+  pool_size: int = 0,
+) -> MaskerTrainState:
   """Initialises the masker on the classifier's taps of a dummy batch. Pure (jit it to shard it).
 
   Args:
@@ -100,13 +109,19 @@ def create_masker_state(masker, masker_tx: optax.GradientTransformation, classif
   mparams = mvars.pop("params")
   pool = {}
   if pool_size > 0:
-    stack = lambda t: jax.tree.map(lambda a: jnp.repeat(a[None], pool_size, 0), t)  # noqa: E731
+    stack = lambda t: jax.tree.map(lambda a: jnp.repeat(a[None], pool_size, 0), t)
     pool = {"params": stack(params), "state": stack(state)}
   return MaskerTrainState(
-      step=jnp.zeros((), jnp.int32), masker_params=mparams, masker_state=mvars,
-      masker_opt=masker_tx.init(mparams), classifier_params=params, classifier_state=state,
-      classifier_opt=classifier_tx.init(params), pool=pool,
-      pool_count=jnp.zeros((), jnp.int32))
+    step=jnp.zeros((), jnp.int32),
+    masker_params=mparams,
+    masker_state=mvars,
+    masker_opt=masker_tx.init(mparams),
+    classifier_params=params,
+    classifier_state=state,
+    classifier_opt=classifier_tx.init(params),
+    pool=pool,
+    pool_count=jnp.zeros((), jnp.int32),
+  )
 
 
 def _run_classifier(classifier, params, state, x, *, train: bool, taps: Sequence[str] = ()):
@@ -123,12 +138,25 @@ def _run_classifier(classifier, params, state, x, *, train: bool, taps: Sequence
   return logits, feats, new_state
 
 
-def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation,
-                     classifier_tx: optax.GradientTransformation, *, train_classifier: bool,
-                     objective: str = "both", lam_in: float = 1.0, lam_out: float = 10.0,
-                     lam_tv: float = 1e-3, tv_counted_twice: bool = True,
-                     historic_prob: float = 0.5, pool_size: int = 0, pool_every: int = 100,
-                     infill: str = "constant", blur_sigma: float = 20.0, seed: int = 0):
+def make_masker_step(
+  classifier,
+  masker,
+  masker_tx: optax.GradientTransformation,
+  classifier_tx: optax.GradientTransformation,
+  *,
+  train_classifier: bool,
+  objective: str = "both",
+  lam_in: float = 1.0,
+  lam_out: float = 10.0,
+  lam_tv: float = 1e-3,
+  tv_counted_twice: bool = True,
+  historic_prob: float = 0.5,
+  pool_size: int = 0,
+  pool_every: int = 100,
+  infill: str = "constant",
+  blur_sigma: float = 20.0,
+  seed: int = 0,
+):
   """Returns the pure ``step(state, batch) -> (state, metrics)`` of masker training.
 
   Args:
@@ -165,8 +193,10 @@ def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation
 
   def masked(x, mask):
     fill = None if infill == "constant" else objectives.infill_blur(x, blur_sigma)
-    return (objectives.apply_mask(x, mask, side="in", infill=fill),
-            objectives.apply_mask(x, mask, side="out", infill=fill))
+    return (
+      objectives.apply_mask(x, mask, side="in", infill=fill),
+      objectives.apply_mask(x, mask, side="out", infill=fill),
+    )
 
   def step(state: MaskerTrainState, batch: dict) -> tuple[MaskerTrainState, dict]:
     x, y = batch["image"], batch["label"]
@@ -177,13 +207,15 @@ def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation
 
     # 1. The classifier on the clean batch (and its own step under CA).
     def clean_loss(p):
-      logits, feats, new_state = _run_classifier(classifier, p, cstate, x,
-                                                 train=train_classifier, taps=taps)
+      logits, feats, new_state = _run_classifier(
+        classifier, p, cstate, x, train=train_classifier, taps=taps
+      )
       return cross_entropy(logits, y).mean(), (logits, feats, new_state)
 
     if train_classifier:
-      (ce, (logits_clean, feats, cstate)), grads = jax.value_and_grad(
-          clean_loss, has_aux=True)(cparams)
+      (ce, (logits_clean, feats, cstate)), grads = jax.value_and_grad(clean_loss, has_aux=True)(
+        cparams
+      )
       updates, copt = classifier_tx.update(grads, copt, cparams)
       cparams = optax.apply_updates(cparams, updates)
     else:
@@ -196,11 +228,13 @@ def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation
     # The classifier the masker's loss sees: the current one, or (pool) a past one.
     mparams_c, mstate_c = cparams, cstate
     if use_pool:
-      save = (state.step % pool_every == 0)
+      save = state.step % pool_every == 0
       slot = pool_count % pool_size
       pool = jax.tree.map(
-          lambda p, new: jnp.where(save, p.at[slot].set(new), p), pool,
-          {"params": cparams, "state": cstate})
+        lambda p, new: jnp.where(save, p.at[slot].set(new), p),
+        pool,
+        {"params": cparams, "state": cstate},
+      )
       pool_count = pool_count + save.astype(jnp.int32)
       idx = jax.random.randint(k_pool, (), 0, jnp.minimum(pool_count, pool_size))
       drawn = jax.tree.map(lambda p: p[idx], pool)
@@ -210,27 +244,38 @@ def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation
     # 2-3. The masker's loss through the masked images.
     def masker_loss(mp):
       mvars = {"params": mp, **state.masker_state}
-      mask, new_mstate = masker.apply(mvars, feats, x.shape[1:3], train=True,
-                                      mutable=["batch_stats"], rngs={"gumbel": k_gumbel})
+      mask, new_mstate = masker.apply(
+        mvars, feats, x.shape[1:3], train=True, mutable=["batch_stats"], rngs={"gumbel": k_gumbel}
+      )
       x_in, x_out = masked(x, mask)
-      logits_in, _, s1 = _run_classifier(classifier, mparams_c, mstate_c, x_in,
-                                         train=train_classifier)
-      logits_out, _, s2 = _run_classifier(classifier, mparams_c, s1, x_out,
-                                          train=train_classifier)
+      logits_in, _, s1 = _run_classifier(
+        classifier, mparams_c, mstate_c, x_in, train=train_classifier
+      )
+      logits_out, _, s2 = _run_classifier(classifier, mparams_c, s1, x_out, train=train_classifier)
       loss, aux = objectives.masking_objective(
-          mask, jax.lax.stop_gradient(logits_clean), logits_in, logits_out, y, lam_in=lam_in,
-          lam_out=lam_out, lam_tv=lam_tv, objective=objective, tv_counted_twice=tv_counted_twice)
+        mask,
+        jax.lax.stop_gradient(logits_clean),
+        logits_in,
+        logits_out,
+        y,
+        lam_in=lam_in,
+        lam_out=lam_out,
+        lam_tv=lam_tv,
+        objective=objective,
+        tv_counted_twice=tv_counted_twice,
+      )
       return loss, (aux, dict(new_mstate), mask, s2)
 
     (mloss, (aux, new_mstate, mask, masked_cstate)), mgrads = jax.value_and_grad(
-        masker_loss, has_aux=True)(state.masker_params)
+      masker_loss, has_aux=True
+    )(state.masker_params)
     metrics.update({("masker_loss" if k == "loss" else k): v for k, v in aux.items()})
     metrics["masker_grad_norm"] = optax.tree.norm(mgrads)
 
     # 4. Under CA, the classifier's step on the masked images (mask held fixed).
     if train_classifier:
       if not use_pool:
-        cstate = masked_cstate       # the masked passes ran with the current classifier
+        cstate = masked_cstate  # the masked passes ran with the current classifier
       fixed = jax.lax.stop_gradient(mask)
 
       def masked_step(operands):
@@ -257,17 +302,25 @@ def make_masker_step(classifier, masker, masker_tx: optax.GradientTransformation
       # about 12x slower (measured on the small CNN: 2.56 s against 0.20 s per
       # step), which costs far more than it saves.
       new = masked_step((cparams, copt, cstate))
-      cparams, copt, cstate = jax.tree.map(lambda a, b: jnp.where(skip, a, b),
-                                           (cparams, copt, cstate), new)
+      cparams, copt, cstate = jax.tree.map(
+        lambda a, b: jnp.where(skip, a, b), (cparams, copt, cstate), new
+      )
       metrics["skipped_masked_classifier_step"] = skip.astype(jnp.float32)
 
     # 5. The masker's step.
     mupdates, mopt = masker_tx.update(mgrads, state.masker_opt, state.masker_params)
     mparams = optax.apply_updates(state.masker_params, mupdates)
     new_state = state.replace(
-        step=state.step + 1, masker_params=mparams, masker_state=new_mstate, masker_opt=mopt,
-        classifier_params=cparams, classifier_state=cstate, classifier_opt=copt, pool=pool,
-        pool_count=pool_count)
+      step=state.step + 1,
+      masker_params=mparams,
+      masker_state=new_mstate,
+      masker_opt=mopt,
+      classifier_params=cparams,
+      classifier_state=cstate,
+      classifier_opt=copt,
+      pool=pool,
+      pool_count=pool_count,
+    )
     return new_state, metrics
 
   return step

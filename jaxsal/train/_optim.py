@@ -25,10 +25,13 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
     main = optax.cosine_decay_schedule(lr, max(total_steps - warm, 1))
   else:
     if int(cfg.decay_every_steps) <= 0:
-      raise ValueError("optimizer.schedule='step' needs optimizer.decay_every_steps > 0; "
-                       f"got {cfg.decay_every_steps}")
-    main = optax.exponential_decay(lr, int(cfg.decay_every_steps), float(cfg.decay_factor),
-                                   staircase=True)
+      raise ValueError(
+        "optimizer.schedule='step' needs optimizer.decay_every_steps > 0; "
+        f"got {cfg.decay_every_steps}"
+      )
+    main = optax.exponential_decay(
+      lr, int(cfg.decay_every_steps), float(cfg.decay_factor), staircase=True
+    )
   if warm <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
@@ -55,6 +58,7 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     if cfg.name == "adam":
       chain.append(optax.adam(schedule))
     else:
-      chain.append(optax.sgd(schedule, momentum=float(cfg.momentum) or None,
-                             nesterov=bool(cfg.nesterov)))
+      chain.append(
+        optax.sgd(schedule, momentum=float(cfg.momentum) or None, nesterov=bool(cfg.nesterov))
+      )
   return optax.chain(*chain)

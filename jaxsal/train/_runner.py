@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -22,16 +23,25 @@ from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
 
 
-def restore(ckpt: Checkpoints, state: Any, config, *, meta: dict, expect: tuple[str, ...],
-            writer: MetricWriter, what: str) -> tuple[Any, int | None]:
+def restore(
+  ckpt: Checkpoints,
+  state: Any,
+  config,
+  *,
+  meta: dict,
+  expect: tuple[str, ...],
+  writer: MetricWriter,
+  what: str,
+) -> tuple[Any, int | None]:
   """Restores the latest checkpoint (or ``config.checkpoint.restore_step``) into ``state``.
 
   The metric log is cut after the restored step, so a resumed run does not
   log a step twice. Returns ``(state, restored_step or None)``.
   """
   step = int(config.checkpoint.restore_step)
-  restored = ckpt.restore(state, None if step < 0 else step,
-                          expect_meta={k: meta[k] for k in expect})
+  restored = ckpt.restore(
+    state, None if step < 0 else step, expect_meta={k: meta[k] for k in expect}
+  )
   if restored is None:
     return state, None
   state = restored[0]
@@ -39,8 +49,7 @@ def restore(ckpt: Checkpoints, state: Any, config, *, meta: dict, expect: tuple[
   writer.truncate_after(restored_step)
   if jax.process_index() == 0:
     label = f"{what} checkpoint" if what else "checkpoint"
-    print(f"jaxsal: restored {label} at step {restored_step} from {ckpt.directory}",
-          flush=True)
+    print(f"jaxsal: restored {label} at step {restored_step} from {ckpt.directory}", flush=True)
   return state, restored_step
 
 
@@ -51,11 +60,25 @@ def write_config(workdir: str, config) -> None:
       json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
 
 
-def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Callable,
-              start: int, total: int, log_every: int, eval_every: int, writer: MetricWriter,
-              ckpt: Checkpoints, meta: dict, evaluate: Callable[[Any], dict],
-              desc: str, progress: bool, postfix: Callable[[dict], dict],
-              eval_line: Callable[[int, dict], str | None]) -> tuple[Any, list, dict]:
+def run_steps(
+  *,
+  state: Any,
+  step_fn: Callable,
+  batches: Iterator,
+  prepare: Callable,
+  start: int,
+  total: int,
+  log_every: int,
+  eval_every: int,
+  writer: MetricWriter,
+  ckpt: Checkpoints,
+  meta: dict,
+  evaluate: Callable[[Any], dict],
+  desc: str,
+  progress: bool,
+  postfix: Callable[[dict], dict],
+  eval_line: Callable[[int, dict], str | None],
+) -> tuple[Any, list, dict]:
   """Runs steps ``start + 1 .. total``; returns ``(state, train records, last eval record)``.
 
   Args:
@@ -71,8 +94,14 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
   not logged again), so the last eval record is always there.
   """
   is_main = jax.process_index() == 0
-  bar = tqdm(total=total, initial=start, desc=desc, disable=not (progress and is_main),
-             dynamic_ncols=True, mininterval=0.5)
+  bar = tqdm(
+    total=total,
+    initial=start,
+    desc=desc,
+    disable=not (progress and is_main),
+    dynamic_ncols=True,
+    mininterval=0.5,
+  )
   history, last_eval = [], None
   window: dict[str, list] = {}
   t0, steps_done = time.perf_counter(), 0
@@ -115,7 +144,7 @@ def run_steps(*, state: Any, step_fn: Callable, batches: Iterator, prepare: Call
 
 def write_eval(workdir: str, last_eval: dict, **extra) -> dict:
   """The metrics of an eval record, without their ``eval_`` prefix; also ``eval.json`` on the first host."""
-  metrics = {k[len("eval_"):]: v for k, v in last_eval.items() if k.startswith("eval_")}
+  metrics = {k[len("eval_") :]: v for k, v in last_eval.items() if k.startswith("eval_")}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump({"step": last_eval["step"], "metrics": metrics, **extra}, f, indent=2)

@@ -20,6 +20,7 @@ class TrainState:
     model_state: the other collections (``{'batch_stats': ...}``, or ``{}``).
     opt_state: the optax state.
   """
+
   step: jax.Array
   params: Any
   model_state: Any
@@ -31,14 +32,17 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array,
-                       input_shape: tuple[int, ...]) -> TrainState:
+def create_train_state(
+  model, tx: optax.GradientTransformation, key: jax.Array, input_shape: tuple[int, ...]
+) -> TrainState:
   """Initialises a model and its optimizer. Pure: jit it with ``out_shardings`` to create it sharded."""
   from jaxsal.models import init_model
+
   variables = dict(init_model(model, key, input_shape))
   params = variables.pop("params")
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                    opt_state=tx.init(params))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, model_state=variables, opt_state=tx.init(params)
+  )
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -53,30 +57,34 @@ def make_train_step(model, tx: optax.GradientTransformation):
   a batch sharded over the mesh, BatchNorm statistics are those of the global
   batch, so 1 and N devices compute the same step.
   """
+
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     collections = list(state.model_state.keys())
 
     def loss_fn(params):
       variables = {"params": params, **state.model_state}
       if collections:
-        logits, new_model_state = model.apply(variables, batch["image"], train=True,
-                                              mutable=collections)
+        logits, new_model_state = model.apply(
+          variables, batch["image"], train=True, mutable=collections
+        )
       else:
         logits, new_model_state = model.apply(variables, batch["image"], train=True), {}
       loss = cross_entropy(logits, batch["label"]).mean()
       return loss, (logits, new_model_state)
 
     (loss, (logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+      state.params
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-        "grad_norm": optax.tree.norm(grads),
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+      "grad_norm": optax.tree.norm(grads),
     }
-    new_state = state.replace(step=state.step + 1, params=params,
-                              model_state=dict(new_model_state), opt_state=opt_state)
+    new_state = state.replace(
+      step=state.step + 1, params=params, model_state=dict(new_model_state), opt_state=opt_state
+    )
     return new_state, metrics
 
   return train_step
@@ -94,7 +102,10 @@ def make_eval_step(model):
     valid = batch["valid"].astype(jnp.float32)
     loss = cross_entropy(logits, batch["label"])
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return {"loss": jnp.sum(loss * valid), "correct": jnp.sum(correct * valid),
-            "count": jnp.sum(valid)}
+    return {
+      "loss": jnp.sum(loss * valid),
+      "correct": jnp.sum(correct * valid),
+      "count": jnp.sum(valid),
+    }
 
   return eval_step

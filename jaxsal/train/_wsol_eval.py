@@ -7,7 +7,8 @@ baselines it is compared with (the centre box, attribution methods).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +21,11 @@ METRICS = ("le", "om", "f1", "f1a", "sm", "area", "accuracy")
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _batch_sums(maps_fn, apply_fn, params, maps_args, x, label, box, gt_mask, valid):
   from jaxsal import metrics
+
   maps, correct = maps_fn(x, label, *maps_args)
-  s = metrics.localization_scores(maps, box[:, None], gt_mask, correct, apply_fn=apply_fn,
-                                   params=params, x=x, target=label)
+  s = metrics.localization_scores(
+    maps, box[:, None], gt_mask, correct, apply_fn=apply_fn, params=params, x=x, target=label
+  )
   counts = jax.vmap(lambda m, g: metrics.pxap_counts(m[None], g[None]))(maps, gt_mask)
   sums = {k: jnp.sum(s[k] * valid) for k in ("le", "om", "f1", "f1a", "sm", "area")}
   sums["accuracy"] = jnp.sum(correct * valid)
@@ -31,10 +34,19 @@ def _batch_sums(maps_fn, apply_fn, params, maps_args, x, label, box, gt_mask, va
   return sums
 
 
-def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
-                          normalize: Callable[[np.ndarray], np.ndarray], apply_fn: Callable,
-                          params: Any, num_images: int | None = None, progress: bool = False,
-                          desc: str = "localisation", maps_args: tuple = ()) -> dict[str, float]:
+def evaluate_localization(
+  maps_fn: Callable,
+  source,
+  *,
+  batch_size: int,
+  normalize: Callable[[np.ndarray], np.ndarray],
+  apply_fn: Callable,
+  params: Any,
+  num_images: int | None = None,
+  progress: bool = False,
+  desc: str = "localisation",
+  maps_args: tuple = (),
+) -> dict[str, float]:
   """LE, OM, F1, F1a, SM, PxAP, mean area and accuracy of ``maps_fn``'s maps over ``source``.
 
   Args:
@@ -58,10 +70,12 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
     and ``count``. Lower is better for LE, OM and SM.
   """
   from jaxsal import data, metrics
+
   n = len(source) if num_images is None else min(int(num_images), len(source))
   if n <= 0:
-    raise ValueError(f"num_images must be positive and the source non-empty; got {num_images} "
-                     f"of {len(source)}")
+    raise ValueError(
+      f"num_images must be positive and the source non-empty; got {num_images} of {len(source)}"
+    )
 
   class _Head:
     def __len__(self):
@@ -71,14 +85,23 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
       return source[i]
 
   totals = None
-  batches = data.make_batches(_Head(), batch_size=batch_size, seed=0, shuffle=False,
-                              num_epochs=1, drop_remainder=False, process_index=0,
-                              process_count=1)
+  batches = data.make_batches(
+    _Head(),
+    batch_size=batch_size,
+    seed=0,
+    shuffle=False,
+    num_epochs=1,
+    drop_remainder=False,
+    process_index=0,
+    process_count=1,
+  )
   bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=0.5)
   for b in batches:
     m = b["label"].shape[0]
     pad = batch_size - m
-    fill = lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a  # noqa: E731
+    fill = lambda a, pad=pad: (
+      np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
+    )
     x = fill(normalize(b["image"]).astype(np.float32))
     valid = np.concatenate([np.ones(m, np.float32), np.zeros(pad, np.float32)])
     # Padding images get a valid full-image box so that the metrics stay finite.
@@ -86,7 +109,17 @@ def evaluate_localization(maps_fn: Callable, source, *, batch_size: int,
     if pad:
       h, w = x.shape[1:3]
       box = np.concatenate([box, np.tile(np.asarray([[0, 0, h, w]], np.int32), (pad, 1))])
-    sums = _batch_sums(maps_fn, apply_fn, params, tuple(maps_args), x, fill(b["label"]), box, fill(np.asarray(b["mask"], np.float32)), valid)
+    sums = _batch_sums(
+      maps_fn,
+      apply_fn,
+      params,
+      tuple(maps_args),
+      x,
+      fill(b["label"]),
+      box,
+      fill(np.asarray(b["mask"], np.float32)),
+      valid,
+    )
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
     bar.update(m)
   bar.close()

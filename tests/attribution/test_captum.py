@@ -22,31 +22,32 @@ import pytest
 torch = pytest.importorskip("torch")
 captum = pytest.importorskip("captum")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from captum.attr import (  # noqa: E402
-    Deconvolution,
-    GuidedBackprop,
-    GuidedGradCam,
-    InputXGradient,
-    LayerAttribution,
-    LayerGradCam,
-    IntegratedGradients,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
+import jax
+import jax.numpy as jnp
+from _torch_twin import to_nhwc, to_torch, twin_of
+from captum.attr import (
+  Deconvolution,
+  GuidedBackprop,
+  GuidedGradCam,
+  InputXGradient,
+  IntegratedGradients,
+  LayerAttribution,
+  LayerGradCam,
+  NoiseTunnel,
+  Occlusion,
+  Saliency,
 )
-from captum.attr._utils.approximation_methods import approximation_parameters  # noqa: E402
+from captum.attr._utils.approximation_methods import approximation_parameters
 
-from jaxsal import attribution as A  # noqa: E402
-from jaxsal import models  # noqa: E402
-from jaxsal.attribution._smoothgrad import MODES, noise_scale, sample_noise  # noqa: E402
-
-from _torch_twin import to_nhwc, to_torch, twin_of  # noqa: E402
+from jaxsal import attribution as A
+from jaxsal import models
+from jaxsal.attribution._smoothgrad import MODES, noise_scale, sample_noise
 
 # Captum announces its ReLU hooks and auto-enabled input gradients on every call.
-pytestmark = [pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning"),
-              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require:UserWarning")]
+pytestmark = [
+  pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning"),
+  pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require:UserWarning"),
+]
 
 B, H, W, C, K = 3, 32, 32, 3, 10
 RTOL = 1e-4
@@ -63,8 +64,9 @@ def assert_close(ours, theirs, rtol=RTOL, what=""):
   if not err <= rtol * scale:
     with np.printoptions(precision=6, threshold=60, edgeitems=4):
       print(f"{what}: ours\n{ours}\ntheirs\n{theirs}")
-  assert err <= rtol * scale, (f"{what}: max|ours - theirs| = {err:.3g} > {rtol:g} * "
-                               f"max|theirs| = {rtol * scale:.3g}")
+  assert err <= rtol * scale, (
+    f"{what}: max|ours - theirs| = {err:.3g} > {rtol:g} * max|theirs| = {rtol * scale:.3g}"
+  )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,8 +109,9 @@ def test_twin_logits_equal_jaxsal_logits(setup):
   x2 = np.random.default_rng(1).random((2, 21, 18, C), dtype=np.float32)
   with torch.no_grad():
     theirs2 = twin(to_torch(x2)).numpy()
-  assert_close(np.asarray(apply_fn(params, jnp.asarray(x2))), theirs2, rtol=1e-5,
-               what="logits 21x18")
+  assert_close(
+    np.asarray(apply_fn(params, jnp.asarray(x2))), theirs2, rtol=1e-5, what="logits 21x18"
+  )
 
 
 def test_gradient_matches_saliency(setup):
@@ -125,6 +128,7 @@ def test_gradient_x_input_matches_input_x_gradient(setup):
 
 def test_rule_names_are_captums():
   from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+
   assert set(A.RULES) == set(SUPPORTED_METHODS)
 
 
@@ -137,8 +141,9 @@ def test_integration_points_match_captum(rule):
     # Captum's trapezoid weights are 1/n (ends halved): they sum to (n-1)/n,
     # not 1; the trapezoid rule on n points spaced 1/(n-1) needs 1/(n-1).
     np.testing.assert_allclose(np.sum(step_sizes(STEPS)), (STEPS - 1) / STEPS, rtol=1e-12)
-    np.testing.assert_allclose(ours_w, np.asarray(step_sizes(STEPS)) * STEPS / (STEPS - 1),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+      ours_w, np.asarray(step_sizes(STEPS)) * STEPS / (STEPS - 1), rtol=1e-12
+    )
   else:
     np.testing.assert_allclose(ours_w, step_sizes(STEPS), rtol=1e-6)
   np.testing.assert_allclose(ours_w.sum(), 1.0, rtol=1e-12)
@@ -147,23 +152,37 @@ def test_integration_points_match_captum(rule):
 # Every rule with the zeros baseline; the constant baseline (which enters
 # every rule the same way) with the default rule and with the one whose
 # points include both end points. Each jaxsal call compiles anew (~1 s).
-@pytest.mark.parametrize("rule,baseline", [(rule, 0.0) for rule in A.RULES] + [
-    ("gausslegendre", 0.4), ("riemann_trapezoid", 0.4)])
+@pytest.mark.parametrize(
+  "rule,baseline",
+  [(rule, 0.0) for rule in A.RULES] + [("gausslegendre", 0.4), ("riemann_trapezoid", 0.4)],
+)
 def test_integrated_gradients_match_captum(setup, rule, baseline):
   apply_fn, params, twin, xj, tj, x, tt = setup
-  ours, ours_delta = A.integrated_gradients(apply_fn, params, xj, tj, steps=STEPS, rule=rule,
-                                            baseline="zeros" if baseline == 0 else baseline,
-                                            return_delta=True)
+  ours, ours_delta = A.integrated_gradients(
+    apply_fn,
+    params,
+    xj,
+    tj,
+    steps=STEPS,
+    rule=rule,
+    baseline="zeros" if baseline == 0 else baseline,
+    return_delta=True,
+  )
   theirs, their_delta = IntegratedGradients(twin).attribute(
-      to_torch(x), baselines=baseline, target=tt, n_steps=STEPS, method=rule,
-      return_convergence_delta=True)
+    to_torch(x),
+    baselines=baseline,
+    target=tt,
+    n_steps=STEPS,
+    method=rule,
+    return_convergence_delta=True,
+  )
   theirs, their_delta = to_nhwc(theirs), their_delta.numpy()
-  gap = (twin_target_logits(twin, x, tt)
-         - twin_target_logits(twin, np.full_like(x, baseline), tt))
+  gap = twin_target_logits(twin, x, tt) - twin_target_logits(twin, np.full_like(x, baseline), tt)
   assert np.abs(gap).min() > 1e-3  # the completeness check is not vacuous
   # Captum's sign convention is ours: delta = sum(attributions) - (F(x) - F(baseline)).
-  np.testing.assert_allclose(their_delta, theirs.reshape(B, -1).sum(1) - gap,
-                             atol=1e-5 * np.abs(gap).max())
+  np.testing.assert_allclose(
+    their_delta, theirs.reshape(B, -1).sum(1) - gap, atol=1e-5 * np.abs(gap).max()
+  )
   if rule == "riemann_trapezoid":
     # Captum's trapezoid step sizes sum to (n-1)/n (see
     # test_integration_points_match_captum); ours sum to 1. Same points, so
@@ -171,11 +190,15 @@ def test_integrated_gradients_match_captum(setup, rule, baseline):
     theirs = theirs * STEPS / (STEPS - 1)
   assert_close(ours, theirs, what=f"integrated_gradients[{rule}, baseline={baseline}]")
   ref_delta = theirs.reshape(B, -1).sum(1) - gap
-  np.testing.assert_allclose(np.asarray(ours_delta), ref_delta,
-                             atol=1e-4 * np.abs(np.asarray(apply_fn(params, xj))).max())
+  np.testing.assert_allclose(
+    np.asarray(ours_delta), ref_delta, atol=1e-4 * np.abs(np.asarray(apply_fn(params, xj))).max()
+  )
   if rule != "riemann_trapezoid":
-    np.testing.assert_allclose(np.asarray(ours_delta), their_delta,
-                               atol=1e-4 * np.abs(np.asarray(apply_fn(params, xj))).max())
+    np.testing.assert_allclose(
+      np.asarray(ours_delta),
+      their_delta,
+      atol=1e-4 * np.abs(np.asarray(apply_fn(params, xj))).max(),
+    )
 
 
 @pytest.fixture
@@ -205,7 +228,9 @@ def our_noise_for_captum(monkeypatch):
       assert start + m <= s, "Captum drew more samples than jaxsal"
       state["next"] += m
       state["calls"] += 1
-      return torch.from_numpy(noise[:, start:start + m].reshape((b * m,) + noise.shape[2:]).copy())
+      return torch.from_numpy(
+        noise[:, start : start + m].reshape((b * m,) + noise.shape[2:]).copy()
+      )
 
     monkeypatch.setattr(torch, "normal", fake_normal)
 
@@ -217,46 +242,73 @@ def test_smoothgrad_matches_noise_tunnel_with_the_same_noise(setup, our_noise_fo
   apply_fn, params, twin, xj, tj, x, tt = setup
   samples, sigma, key = 6, 0.15, jax.random.key(7)
   ours = A.smoothgrad(A.gradient, samples=samples, sigma=sigma, mode=mode, chunk_size=4)(
-      apply_fn, params, xj, tj, key=key)
+    apply_fn, params, xj, tj, key=key
+  )
   scale = noise_scale(xj, sigma)
   noise = np.stack([np.asarray(sample_noise(key, xj, i, scale)) for i in range(samples)])
   flat = x.reshape(B, -1)  # sigma is relative to each image's own range
-  np.testing.assert_allclose(noise.std(axis=(0, 2, 3, 4)), sigma * (flat.max(1) - flat.min(1)),
-                             rtol=0.05)
+  np.testing.assert_allclose(
+    noise.std(axis=(0, 2, 3, 4)), sigma * (flat.max(1) - flat.min(1)), rtol=0.05
+  )
   install, state = our_noise_for_captum
   install(noise)
   # nt_samples_batch_size=4 with 6 samples: one chunk of 4, then Captum's
   # remainder path with 2, so the chunk order is exercised too.
-  theirs = to_nhwc(NoiseTunnel(Saliency(twin)).attribute(
-      to_torch(x), nt_type=mode, nt_samples=samples, nt_samples_batch_size=4, stdevs=1.0,
-      target=tt, abs=False))
+  theirs = to_nhwc(
+    NoiseTunnel(Saliency(twin)).attribute(
+      to_torch(x),
+      nt_type=mode,
+      nt_samples=samples,
+      nt_samples_batch_size=4,
+      stdevs=1.0,
+      target=tt,
+      abs=False,
+    )
+  )
   assert state["calls"] == 2 and state["next"] == samples
   assert_close(ours, theirs, what=f"smoothgrad[{mode}]")
   # Captum's reduction, from its own per-sample saliency maps on the same noisy inputs.
-  per_sample = np.stack([
-      to_nhwc(Saliency(twin).attribute(to_torch(x + noise[i], requires_grad=True), target=tt,
-                                abs=False))
-      for i in range(samples)])
-  expected = {"smoothgrad": per_sample.mean(0), "smoothgrad_sq": (per_sample ** 2).mean(0),
-              "vargrad": per_sample.var(0)}[mode]  # population variance, E[a^2] - E[a]^2
+  per_sample = np.stack(
+    [
+      to_nhwc(
+        Saliency(twin).attribute(to_torch(x + noise[i], requires_grad=True), target=tt, abs=False)
+      )
+      for i in range(samples)
+    ]
+  )
+  expected = {
+    "smoothgrad": per_sample.mean(0),
+    "smoothgrad_sq": (per_sample**2).mean(0),
+    "vargrad": per_sample.var(0),
+  }[mode]  # population variance, E[a^2] - E[a]^2
   assert_close(theirs, expected, what=f"captum {mode} definition")
 
 
 # Both cases (and the border case below) have 7 x 7 patch positions, so
 # jaxsal's lax.map over the masks compiles once.
-@pytest.mark.parametrize("patch,stride,baseline", [
-    (8, 4, 0.0),              # overlapping square patches, zero baseline
-    ((14, 8), (3, 4), 0.5),   # rectangular, overlapping, non-zero baseline
-])
+@pytest.mark.parametrize(
+  "patch,stride,baseline",
+  [
+    (8, 4, 0.0),  # overlapping square patches, zero baseline
+    ((14, 8), (3, 4), 0.5),  # rectangular, overlapping, non-zero baseline
+  ],
+)
 def test_occlusion_matches_captum(setup, patch, stride, baseline):
   apply_fn, params, twin, xj, tj, x, tt = setup
   ph, pw = (patch, patch) if isinstance(patch, int) else patch
   sh, sw = (stride, stride) if isinstance(stride, int) else stride
   assert (H - ph) % sh == 0 and (W - pw) % sw == 0  # see the border test below
   ours = A.occlusion(apply_fn, params, xj, tj, patch=patch, stride=stride, baseline=baseline)
-  theirs = to_nhwc(Occlusion(twin).attribute(
-      to_torch(x), sliding_window_shapes=(C, ph, pw), strides=(C, sh, sw), baselines=baseline,
-      target=tt, perturbations_per_eval=64))
+  theirs = to_nhwc(
+    Occlusion(twin).attribute(
+      to_torch(x),
+      sliding_window_shapes=(C, ph, pw),
+      strides=(C, sh, sw),
+      baselines=baseline,
+      target=tt,
+      perturbations_per_eval=64,
+    )
+  )
   assert_close(ours, theirs, what=f"occlusion[{patch}, {stride}, {baseline}]")
 
 
@@ -265,9 +317,15 @@ def occlusion_6_4(setup):
   """Patch 6, stride 4 on 32 x 32: (32 - 6) % 4 == 2, the stride does not divide."""
   apply_fn, params, twin, xj, tj, x, tt = setup
   ours = A.occlusion(apply_fn, params, xj, tj, patch=6, stride=4)
-  theirs = to_nhwc(Occlusion(twin).attribute(
-      to_torch(x), sliding_window_shapes=(C, 6, 6), strides=(C, 4, 4), target=tt,
-      perturbations_per_eval=64))
+  theirs = to_nhwc(
+    Occlusion(twin).attribute(
+      to_torch(x),
+      sliding_window_shapes=(C, 6, 6),
+      strides=(C, 4, 4),
+      target=tt,
+      perturbations_per_eval=64,
+    )
+  )
   return np.asarray(ours), theirs
 
 
@@ -279,9 +337,11 @@ def test_occlusion_matches_captum_when_the_stride_does_not_divide(occlusion_6_4)
   assert_close(ours, theirs, what="occlusion with a non-dividing stride")
 
 
-@pytest.mark.parametrize("ours_fn,theirs_cls", [(A.guided_backprop, GuidedBackprop),
-                                                (A.deconvnet, Deconvolution)],
-                         ids=["guided_backprop", "deconvnet"])
+@pytest.mark.parametrize(
+  "ours_fn,theirs_cls",
+  [(A.guided_backprop, GuidedBackprop), (A.deconvnet, Deconvolution)],
+  ids=["guided_backprop", "deconvnet"],
+)
 def test_modified_relu_backward_passes_match_captum(setup, ours_fn, theirs_cls):
   apply_fn, params, twin, xj, tj, x, tt = setup
   ours = ours_fn(apply_fn, params, xj, tj)
@@ -295,7 +355,8 @@ def test_gradcam_matches_layer_gradcam_upsampled_bilinearly(setup, layer, relu):
   apply_fn, params, twin, xj, tj, x, tt = setup
   ours = A.gradcam(apply_fn, params, xj, tj, layer=layer, relu=relu)
   coarse = LayerGradCam(twin, twin.tap_layers[layer]).attribute(
-      to_torch(x), target=tt, relu_attributions=relu)
+    to_torch(x), target=tt, relu_attributions=relu
+  )
   theirs = LayerAttribution.interpolate(coarse, (H, W), interpolate_mode="bilinear")
   assert_close(np.asarray(ours)[..., 0], theirs.detach().numpy()[:, 0], what=f"gradcam {layer}")
   assert np.ptp(np.asarray(ours)[..., 1] - np.asarray(ours)[..., 0]) == 0
@@ -305,6 +366,9 @@ def test_gradcam_matches_layer_gradcam_upsampled_bilinearly(setup, layer, relu):
 def test_guided_gradcam_matches_captum(setup, upsample):
   apply_fn, params, twin, xj, tj, x, tt = setup
   ours = A.guided_gradcam(apply_fn, params, xj, tj, layer="l2", upsample=upsample)
-  theirs = to_nhwc(GuidedGradCam(twin, twin.tap_layers["l2"]).attribute(
-      to_torch(x), target=tt, interpolate_mode=upsample))
+  theirs = to_nhwc(
+    GuidedGradCam(twin, twin.tap_layers["l2"]).attribute(
+      to_torch(x), target=tt, interpolate_mode=upsample
+    )
+  )
   assert_close(ours, theirs, what=f"guided gradcam ({upsample})")

@@ -11,12 +11,12 @@ from jaxsal import attribution as A
 # sum_u W_c(u) x(u), so gradient x input of class c at pixel u is x(u) W_c(u),
 # and the weights decide, by construction, which class wins each pixel.
 _W = np.zeros((3, 4, 4), np.float32)
-_W[0, :2, :2], _W[1, :2, :2], _W[2, :2, :2] = 3, 1, 1    # top-left: class 0 wins (+)
-_W[0, :2, 2:], _W[1, :2, 2:], _W[2, :2, 2:] = 1, 3, 1    # top-right: class 1 wins (+)
-_W[0, 2:, :2], _W[1, 2:, :2], _W[2, 2:, :2] = 1, 1, 3    # bottom-left: class 2 wins (+)
+_W[0, :2, :2], _W[1, :2, :2], _W[2, :2, :2] = 3, 1, 1  # top-left: class 0 wins (+)
+_W[0, :2, 2:], _W[1, :2, 2:], _W[2, :2, 2:] = 1, 3, 1  # top-right: class 1 wins (+)
+_W[0, 2:, :2], _W[1, 2:, :2], _W[2, 2:, :2] = 1, 1, 3  # bottom-left: class 2 wins (+)
 _W[0, 2:, 2:], _W[1, 2:, 2:], _W[2, 2:, 2:] = -3, -1, 1  # bottom-right: 2 wins (+), 0 wins (-)
-_W[:, 0, 0] = [2, 2, -1]             # a tie: classes 0 and 1 both win (0, 0) (+)
-_W[:, 3, 3] = 0                      # no class wins where every score is 0
+_W[:, 0, 0] = [2, 2, -1]  # a tie: classes 0 and 1 both win (0, 0) (+)
+_W[:, 3, 3] = 0  # no class wins where every score is 0
 
 
 def _linear(w=_W):
@@ -33,8 +33,8 @@ def _expected_cgi(sign):
   e = np.zeros((3, 4, 4), np.float32)
   if sign > 0:
     e[0, :2, :2], e[1, :2, 2:], e[2, 2:, :2] = 3, 3, 3
-    e[0, 2:, 2:], e[2, 2:, 2:] = -3, 1        # 0 has the most negative score, 2 the only positive
-    e[:, 0, 0] = [2, 2, -1]     # 0 and 1 tie for the largest; 2 is the smallest
+    e[0, 2:, 2:], e[2, 2:, 2:] = -3, 1  # 0 has the most negative score, 2 the only positive
+    e[:, 0, 0] = [2, 2, -1]  # 0 and 1 tie for the largest; 2 is the smallest
   else:  # scores flip sign: the most positive weight becomes the most negative score
     e[0, :2, :2], e[1, :2, 2:], e[2, 2:, :2] = -3, -3, -3
     e[0, 2:, 2:], e[2, 2:, 2:] = 3, -1
@@ -60,15 +60,14 @@ def test_every_class_at_once_equals_one_competition_per_class():
   x = jnp.stack([jnp.ones((4, 4, 1)), -jnp.ones((4, 4, 1))])
   # all_classes of a competitive method goes through its class_maps_hook: one
   # set of class maps, competed once.
-  every = np.asarray(A.all_classes(A.cgi)(apply_fn, params, x))[..., 0]   # [3, 2, 4, 4]
+  every = np.asarray(A.all_classes(A.cgi)(apply_fn, params, x))[..., 0]  # [3, 2, 4, 4]
   for cls in range(3):
     np.testing.assert_array_equal(every[cls, 0], _expected_cgi(+1)[cls])
     np.testing.assert_array_equal(every[cls, 1], _expected_cgi(-1)[cls])
   # Per-image class sets, chunked, through competition(...) and through cgi's own chunk_size.
   classes = jnp.array([[2, 0], [0, 1], [1, 2]])
   want = np.stack([np.asarray(A.cgi(apply_fn, params, x, c)) for c in classes])
-  for fn, kw in ((A.competition(A.gradient_x_input, chunk_size=2), {}),
-                 (A.cgi, {"chunk_size": 1})):
+  for fn, kw in ((A.competition(A.gradient_x_input, chunk_size=2), {}), (A.cgi, {"chunk_size": 1})):
     got = A.for_classes(fn, classes)(apply_fn, params, x, **kw)
     np.testing.assert_array_equal(np.asarray(got), want)
     jitted = jax.jit(lambda p, x, fn=fn, kw=kw: A.for_classes(fn, classes)(apply_fn, p, x, **kw))
@@ -101,11 +100,15 @@ def test_per_element_competition_lets_each_channel_have_its_own_winner():
   apply_fn, params = _linear(w)
   x = jnp.ones((1, 4, 4, 2))
   t0 = jnp.array([0])
-  np.testing.assert_array_equal(A.competition(A.gradient_x_input, per="element")(
-      apply_fn, params, x, t0)[0], np.stack([np.full((4, 4), 2.0), np.zeros((4, 4))], -1))
+  np.testing.assert_array_equal(
+    A.competition(A.gradient_x_input, per="element")(apply_fn, params, x, t0)[0],
+    np.stack([np.full((4, 4), 2.0), np.zeros((4, 4))], -1),
+  )
   np.testing.assert_array_equal(A.competition(A.gradient_x_input)(apply_fn, params, x, t0), 0)
-  np.testing.assert_array_equal(A.competition(A.gradient_x_input)(
-      apply_fn, params, x, jnp.array([1]))[0], np.stack([np.ones((4, 4)), np.full((4, 4), 3.0)], -1))
+  np.testing.assert_array_equal(
+    A.competition(A.gradient_x_input)(apply_fn, params, x, jnp.array([1]))[0],
+    np.stack([np.ones((4, 4)), np.full((4, 4), 3.0)], -1),
+  )
 
 
 def _softmax(a, axis=0):
@@ -118,8 +121,11 @@ def test_var_matches_a_hand_computation_of_the_softmax_and_threshold():
   apply_fn, params = _linear()
   x = jnp.ones((1, 4, 4, 1))
   for t, tau in ((0, 0.1), (1, 0.3), (2, 0.0)):
-    got = np.asarray(A.var(A.gradient, classes=[0, 1, 2], temperature=10.0, tau=tau)(
-        apply_fn, params, x, jnp.array([t])))[0, ..., 0]
+    got = np.asarray(
+      A.var(A.gradient, classes=[0, 1, 2], temperature=10.0, tau=tau)(
+        apply_fn, params, x, jnp.array([t])
+      )
+    )[0, ..., 0]
     p = _softmax(10.0 * np.abs(_W))
     want = _W[t] * p[t] * (p[t] - 1 / 3 > tau)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -133,7 +139,7 @@ def test_var_matches_a_hand_computation_of_the_softmax_and_threshold():
 
 
 def test_var_from_maps_leaves_invalid_slots_out_of_the_softmax_and_of_k():
-  maps = jnp.array([[2.0], [1.0], [2.0]])[:, :, None]           # [K=3, B=1, 1]
+  maps = jnp.array([[2.0], [1.0], [2.0]])[:, :, None]  # [K=3, B=1, 1]
   valid = jnp.array([[True], [True], [False]])
   got = np.asarray(A.var_from_maps(maps, valid=valid, tau=0.0))[:, 0, 0]
   p = _softmax(np.array([20.0, 10.0]))
@@ -163,7 +169,8 @@ def test_var_contrastive_equals_var_over_its_class_set():
   slots, _ = A.contrastive_classes(apply_fn(params, x), target)
   for b in range(3):
     want = A.var(A.gradient_x_input, classes=np.asarray(slots)[:, b], tau=0.01)(
-        apply_fn, params, x[b:b + 1], target[b:b + 1])
+      apply_fn, params, x[b : b + 1], target[b : b + 1]
+    )
     np.testing.assert_allclose(got[b], want[0], rtol=1e-6)
 
 
@@ -178,12 +185,21 @@ def test_batched_equals_per_example_and_jit_equals_eager_with_per_image_class_se
   for name, fn in fns.items():
     kw = {"classes": classes} if name == "var" else {}
     eager = fn(apply_fn, params, x, target, steps=4, **kw)
-    jitted = jax.jit(lambda x, t, c: fn(apply_fn, params, x, t, steps=4,
-                                        **({"classes": c} if name == "var" else {})))
+    jitted = jax.jit(
+      lambda x, t, c: fn(
+        apply_fn, params, x, t, steps=4, **({"classes": c} if name == "var" else {})
+      )
+    )
     np.testing.assert_allclose(jitted(x, target, classes), eager, rtol=1e-5, atol=1e-7)
     for b in range(3):
-      one = fn(apply_fn, params, x[b:b + 1], target[b:b + 1], steps=4,
-               **({"classes": classes[:, b:b + 1]} if name == "var" else {}))
+      one = fn(
+        apply_fn,
+        params,
+        x[b : b + 1],
+        target[b : b + 1],
+        steps=4,
+        **({"classes": classes[:, b : b + 1]} if name == "var" else {}),
+      )
       np.testing.assert_allclose(one[0], eager[b], rtol=1e-5, atol=1e-7)
 
 
@@ -225,7 +241,7 @@ def test_var_over_all_classes_in_chunks_equals_all_at_once_and_the_hand_formula(
   whole = A.var(A.gradient_x_input, classes="all")(apply_fn, params, x, target)
   chunked = A.var(A.gradient_x_input, classes="all", chunk_size=2)(apply_fn, params, x, target)
   np.testing.assert_allclose(chunked, whole, rtol=1e-6)
-  a = np.asarray(x)[None, ..., 0] * w[:, None]                        # [K, B, 4, 4]
+  a = np.asarray(x)[None, ..., 0] * w[:, None]  # [K, B, 4, 4]
   p = _softmax(10.0 * np.abs(a))
   for b, t in enumerate([1, 4]):
     want = a[t, b] * p[t, b] * (p[t, b] - 1 / 5 > 0.1)
@@ -242,8 +258,14 @@ def test_a_methods_own_chunk_size_reaches_it_through_competition_and_var():
   kw = dict(key=jax.random.key(0), num_masks=12, grid_size=2, chunk_size=5)
   every = A.all_classes(A.rise)(apply_fn, params, x, **kw)
   comp = A.competition_from_maps(every)
-  np.testing.assert_allclose(A.competition(A.rise)(apply_fn, params, x, t, **kw),
-                             np.stack([comp[2, 0], comp[0, 1]]), rtol=1e-6)
+  np.testing.assert_allclose(
+    A.competition(A.rise)(apply_fn, params, x, t, **kw),
+    np.stack([comp[2, 0], comp[0, 1]]),
+    rtol=1e-6,
+  )
   v = A.var_from_maps(every, tau=0.1)
-  np.testing.assert_allclose(A.var(A.rise, classes="all")(apply_fn, params, x, t, **kw),
-                             np.stack([v[2, 0], v[0, 1]]), rtol=1e-6)
+  np.testing.assert_allclose(
+    A.var(A.rise, classes="all")(apply_fn, params, x, t, **kw),
+    np.stack([v[2, 0], v[0, 1]]),
+    rtol=1e-6,
+  )

@@ -14,8 +14,10 @@ B, H, W, C, K = 3, 4, 4, 2, 5
 @pytest.fixture(scope="module")
 def linear():
   rng = np.random.default_rng(0)
-  params = {"w": jnp.asarray(rng.standard_normal((H * W * C, K)), jnp.float32),
-            "b": jnp.asarray(rng.standard_normal(K), jnp.float32)}
+  params = {
+    "w": jnp.asarray(rng.standard_normal((H * W * C, K)), jnp.float32),
+    "b": jnp.asarray(rng.standard_normal(K), jnp.float32),
+  }
 
   def apply_fn(p, x):
     return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
@@ -29,23 +31,32 @@ def linear():
 def test_linear_closed_forms(linear):
   apply_fn, params, x, target, wt = linear
   np.testing.assert_allclose(A.gradient(apply_fn, params, x, target), wt, rtol=1e-6)
-  np.testing.assert_allclose(A.gradient_x_input(apply_fn, params, x, target), np.asarray(x) * wt,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    A.gradient_x_input(apply_fn, params, x, target), np.asarray(x) * wt, rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("rule", A.RULES)
 def test_linear_ig_is_input_minus_baseline_times_weight_for_every_rule(linear, rule):
   apply_fn, params, x, target, wt = linear
   base = jnp.full((H, W, C), 0.3)
-  ig, delta = A.integrated_gradients(apply_fn, params, x, target, baseline=base, steps=8, rule=rule,
-                                     return_delta=True)
+  ig, delta = A.integrated_gradients(
+    apply_fn, params, x, target, baseline=base, steps=8, rule=rule, return_delta=True
+  )
   np.testing.assert_allclose(ig, (np.asarray(x) - 0.3) * wt, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(delta, 0.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("rule,expected", [
-    ("riemann_left", 1.0), ("riemann_middle", 1.0), ("riemann_trapezoid", 1.0),
-    ("gausslegendre", 1.0), ("riemann_right", 1.0 - 2 / 16)])
+@pytest.mark.parametrize(
+  "rule,expected",
+  [
+    ("riemann_left", 1.0),
+    ("riemann_middle", 1.0),
+    ("riemann_trapezoid", 1.0),
+    ("gausslegendre", 1.0),
+    ("riemann_right", 1.0 - 2 / 16),
+  ],
+)
 def test_ig_paper_sensitivity_example(rule, expected):
   """Sundararajan et al. 2017, Sec. 2: f(x) = 1 - ReLU(1 - x) at x = 2, baseline 0.
 
@@ -54,6 +65,7 @@ def test_ig_paper_sensitivity_example(rule, expected):
   splits its weight exactly there (right-Riemann puts a point at 1/2, where
   JAX's ReLU derivative is 0, and loses 2/16).
   """
+
   def apply_fn(p, x):
     f = 1.0 - jax.nn.relu(1.0 - x.reshape(x.shape[0]))
     return jnp.stack([f, jnp.zeros_like(f)], axis=1)
@@ -76,8 +88,9 @@ def cnn():
 
 def test_completeness_at_128_steps_on_the_small_cnn(cnn):
   apply_fn, params, x, t = cnn
-  ig, delta = A.integrated_gradients(apply_fn, params, x, t, steps=128, return_delta=True,
-                                     chunk_size=32)
+  ig, delta = A.integrated_gradients(
+    apply_fn, params, x, t, steps=128, return_delta=True, chunk_size=32
+  )
   logits = apply_fn(params, x)
   gap = np.asarray(logits[jnp.arange(2), t] - apply_fn(params, jnp.zeros_like(x))[jnp.arange(2), t])
   assert np.all(np.abs(gap) > 1e-3)
@@ -88,8 +101,9 @@ def test_completeness_at_128_steps_on_the_small_cnn(cnn):
 def test_chunks_do_not_change_the_result(cnn):
   apply_fn, params, x, t = cnn
   whole = A.integrated_gradients(apply_fn, params, x, t, steps=40, rule="riemann_middle")
-  chunked = A.integrated_gradients(apply_fn, params, x, t, steps=40, rule="riemann_middle",
-                                   chunk_size=16)  # 40 = 16 + 16 + 8 (+ 8 zero-weight pads)
+  chunked = A.integrated_gradients(
+    apply_fn, params, x, t, steps=40, rule="riemann_middle", chunk_size=16
+  )  # 40 = 16 + 16 + 8 (+ 8 zero-weight pads)
   np.testing.assert_allclose(chunked, whole, rtol=1e-4, atol=1e-6)
 
 
@@ -103,14 +117,17 @@ def test_blur_baseline_of_a_constant_image_is_itself():
 
 
 EVERY_METHOD = [
-    (A.gradient, {}), (A.gradient_x_input, {}),
-    (A.integrated_gradients, {"steps": 8, "chunk_size": 4}),
-    (A.occlusion, {"patch": 8, "stride": 8, "chunk_size": 5}),
-    (A.guided_backprop, {}), (A.deconvnet, {}),
-    (A.gradcam, {"layer": "l3"}), (A.guided_gradcam, {}),
-    (A.smoothgrad(A.gradient, samples=4, chunk_size=2), {"key": jax.random.key(0)}),
-    (A.rise, {"key": jax.random.key(0), "num_masks": 8, "chunk_size": 4}),
-    (A.meaningful_perturbation, {"steps": 3, "mask_size": 8}),
+  (A.gradient, {}),
+  (A.gradient_x_input, {}),
+  (A.integrated_gradients, {"steps": 8, "chunk_size": 4}),
+  (A.occlusion, {"patch": 8, "stride": 8, "chunk_size": 5}),
+  (A.guided_backprop, {}),
+  (A.deconvnet, {}),
+  (A.gradcam, {"layer": "l3"}),
+  (A.guided_gradcam, {}),
+  (A.smoothgrad(A.gradient, samples=4, chunk_size=2), {"key": jax.random.key(0)}),
+  (A.rise, {"key": jax.random.key(0), "num_masks": 8, "chunk_size": 4}),
+  (A.meaningful_perturbation, {"steps": 3, "mask_size": 8}),
 ]
 METHOD_IDS = [getattr(m, "__name__", "method") for m, _ in EVERY_METHOD]
 
@@ -119,8 +136,9 @@ METHOD_IDS = [getattr(m, "__name__", "method") for m, _ in EVERY_METHOD]
 def test_batched_equals_per_example_and_jit_equals_eager(cnn, method, kw):
   apply_fn, params, x, t = cnn
   batched = method(apply_fn, params, x, t, **kw)
-  single = jnp.concatenate([method(apply_fn, params, x[i:i + 1], t[i:i + 1], **kw)
-                            for i in range(2)])
+  single = jnp.concatenate(
+    [method(apply_fn, params, x[i : i + 1], t[i : i + 1], **kw) for i in range(2)]
+  )
   # Occlusion is a difference of two logits, so its rounding is that of a logit.
   atol = 1e-6 if method is A.occlusion else 1e-7
   np.testing.assert_allclose(batched, single, rtol=1e-5, atol=atol)
@@ -148,7 +166,7 @@ def test_no_retrace_on_second_call(cnn, method, kw):
   assert n > 0
   second = f(params, x + 1.0, jnp.array([0, 1]))
   assert len(traces) == n
-  assert not np.allclose(first, second)      # it really ran again, on the new input
+  assert not np.allclose(first, second)  # it really ran again, on the new input
 
 
 def test_vmap_over_a_stack_of_parameter_trees(cnn):
@@ -165,27 +183,70 @@ def test_all_classes_equals_one_call_per_class(cnn):
   every = A.all_classes(A.gradient_x_input)(apply_fn, params, x)
   assert every.shape == (10,) + x.shape
   for c in (0, 4, 9):
-    np.testing.assert_allclose(every[c], A.gradient_x_input(apply_fn, params, x, jnp.full(2, c)),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      every[c], A.gradient_x_input(apply_fn, params, x, jnp.full(2, c)), rtol=1e-5, atol=1e-7
+    )
   chunked = A.all_classes(A.gradient_x_input, chunk_size=3)(apply_fn, params, x)
   np.testing.assert_allclose(chunked, every, rtol=1e-5, atol=1e-7)
   per_image = A.for_classes(A.gradient, jnp.array([[1, 2], [3, 4]]))(apply_fn, params, x)
-  np.testing.assert_allclose(per_image[1, 0], A.gradient(apply_fn, params, x[:1], jnp.array([3]))[0],
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    per_image[1, 0], A.gradient(apply_fn, params, x[:1], jnp.array([3]))[0], rtol=1e-5, atol=1e-7
+  )
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda f, p, x: A.gradient(f, p, x, jnp.array([0, 10])), ValueError, r"target must lie in \[0, 10\) .*got \[10\]"),
-    (lambda f, p, x: A.gradient(f, p, x, jnp.array([0, 1, 2])), ValueError, r"target must have shape \[B\] = \[2\]"),
-    (lambda f, p, x: A.gradient(f, p, x, jnp.array([0.0, 1.0])), TypeError, "target must be an integer"),
-    (lambda f, p, x: A.integrated_gradients(f, p, x, jnp.array([0, 1]), steps=0), ValueError, "steps must be a positive integer"),
-    (lambda f, p, x: A.integrated_gradients(f, p, x, jnp.array([0, 1]), baseline=jnp.zeros((5, 5, 1))), ValueError, r"baseline must be .*got shape \(5, 5, 1\)"),
-    (lambda f, p, x: A.integrated_gradients(f, p, x, jnp.array([0, 1]), rule="simpson"), ValueError, "unknown rule 'simpson'"),
-    (lambda f, p, x: A.gradient(f, p, (x * 255).astype(jnp.uint8), jnp.array([0, 1])), TypeError, "floating-point"),
-    (lambda f, p, x: A.gradient(f, p, x.at[1, 0, 0, 0].set(jnp.nan), jnp.array([0, 1])), ValueError, r"x contains NaN \(images \[1\]\)"),
-    (lambda f, p, x: A.for_classes(A.gradient, [1, 1])(f, p, x), ValueError, "classes must not repeat"),
+@pytest.mark.parametrize(
+  "call,exc,match",
+  [
+    (
+      lambda f, p, x: A.gradient(f, p, x, jnp.array([0, 10])),
+      ValueError,
+      r"target must lie in \[0, 10\) .*got \[10\]",
+    ),
+    (
+      lambda f, p, x: A.gradient(f, p, x, jnp.array([0, 1, 2])),
+      ValueError,
+      r"target must have shape \[B\] = \[2\]",
+    ),
+    (
+      lambda f, p, x: A.gradient(f, p, x, jnp.array([0.0, 1.0])),
+      TypeError,
+      "target must be an integer",
+    ),
+    (
+      lambda f, p, x: A.integrated_gradients(f, p, x, jnp.array([0, 1]), steps=0),
+      ValueError,
+      "steps must be a positive integer",
+    ),
+    (
+      lambda f, p, x: A.integrated_gradients(
+        f, p, x, jnp.array([0, 1]), baseline=jnp.zeros((5, 5, 1))
+      ),
+      ValueError,
+      r"baseline must be .*got shape \(5, 5, 1\)",
+    ),
+    (
+      lambda f, p, x: A.integrated_gradients(f, p, x, jnp.array([0, 1]), rule="simpson"),
+      ValueError,
+      "unknown rule 'simpson'",
+    ),
+    (
+      lambda f, p, x: A.gradient(f, p, (x * 255).astype(jnp.uint8), jnp.array([0, 1])),
+      TypeError,
+      "floating-point",
+    ),
+    (
+      lambda f, p, x: A.gradient(f, p, x.at[1, 0, 0, 0].set(jnp.nan), jnp.array([0, 1])),
+      ValueError,
+      r"x contains NaN \(images \[1\]\)",
+    ),
+    (
+      lambda f, p, x: A.for_classes(A.gradient, [1, 1])(f, p, x),
+      ValueError,
+      "classes must not repeat",
+    ),
     (lambda f, p, x: A.for_classes(A.gradient, [])(f, p, x), ValueError, "non-empty"),
-])
+  ],
+)
 def test_bad_input(cnn, call, exc, match):
   apply_fn, params, x, _ = cnn
   with pytest.raises(exc, match=match):
@@ -206,19 +267,21 @@ def test_smoothgrad_with_one_key_per_image_is_batch_independent(cnn):
   keys = jax.random.split(jax.random.key(5), 2)
   f = jax.jit(lambda v, tt, k: sg(apply_fn, params, v, tt, key=k))
   batched = f(x, t, keys)
-  single = jnp.concatenate([f(x[i:i + 1], t[i:i + 1], keys[i:i + 1]) for i in range(2)])
+  single = jnp.concatenate([f(x[i : i + 1], t[i : i + 1], keys[i : i + 1]) for i in range(2)])
   np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-9)
   with pytest.raises(ValueError, match=r"one per image, shape \[B\] = \[2\]; got shape \(3,\)"):
     sg(apply_fn, params, x, t, key=jax.random.split(jax.random.key(5), 3))
 
 
 NESTED = {
-    "smoothgrad(ig)": lambda f, p, x, t: A.smoothgrad(A.integrated_gradients, samples=4, chunk_size=2)(
-        f, p, x, t, key=jax.random.key(0), steps=4),
-    "guided_gradcam": lambda f, p, x, t: A.guided_gradcam(f, p, x, t),
-    "all_classes(gradient)": lambda f, p, x, t: A.all_classes(A.gradient)(f, p, x),
-    "all_classes(rise)": lambda f, p, x, t: A.all_classes(A.rise)(f, p, x, key=jax.random.key(0),
-                                                                  num_masks=4),
+  "smoothgrad(ig)": lambda f, p, x, t: A.smoothgrad(
+    A.integrated_gradients, samples=4, chunk_size=2
+  )(f, p, x, t, key=jax.random.key(0), steps=4),
+  "guided_gradcam": lambda f, p, x, t: A.guided_gradcam(f, p, x, t),
+  "all_classes(gradient)": lambda f, p, x, t: A.all_classes(A.gradient)(f, p, x),
+  "all_classes(rise)": lambda f, p, x, t: A.all_classes(A.rise)(
+    f, p, x, key=jax.random.key(0), num_masks=4
+  ),
 }
 
 
@@ -227,4 +290,4 @@ def test_one_runtime_nan_check_per_call_even_when_methods_nest(cnn, name):
   """Methods that call methods check x once, not once per scan step or vmapped call."""
   apply_fn, params, x, t = cnn
   jaxpr = jax.make_jaxpr(lambda v, tt: NESTED[name](apply_fn, params, v, tt))(x, t)
-  assert str(jaxpr).count("debug_callback[") == 1   # one equation, wherever it sits
+  assert str(jaxpr).count("debug_callback[") == 1  # one equation, wherever it sits

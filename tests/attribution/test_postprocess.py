@@ -21,11 +21,13 @@ def test_abs_and_diverging_normalisations_match_numpy():
   a = np.abs(m).sum(-1)
   lo = a.reshape(3, -1).min(1)[:, None, None]
   hi = np.percentile(a.reshape(3, -1), 99, axis=1)[:, None, None]
-  np.testing.assert_allclose(A.normalize_abs(jnp.asarray(m)), np.clip((a - lo) / (hi - lo), 0, 1),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    A.normalize_abs(jnp.asarray(m)), np.clip((a - lo) / (hi - lo), 0, 1), rtol=1e-5, atol=1e-6
+  )
   s = m.sum(-1)
   p = np.percentile(np.abs(s).reshape(3, -1), 99, axis=1)[:, None, None]
-  np.testing.assert_allclose(A.normalize_diverging(jnp.asarray(m)), np.clip(s / p, -1, 1),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    A.normalize_diverging(jnp.asarray(m)), np.clip(s / p, -1, 1), rtol=1e-5, atol=1e-6
+  )
   out = A.normalize_percentile(jnp.asarray(s))
   assert float(jnp.abs(out).max()) == 1.0

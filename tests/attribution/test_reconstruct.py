@@ -14,6 +14,7 @@ B, H, W, C, D = 3, 8, 8, 2, 5
 
 class _Affine(NamedTuple):
   """A generator whose fill is known: ``sigmoid(sum(z)) * (1 + x * m)`` in every pixel."""
+
   latent_dim: int = D
 
   def decode(self, z, x, mask):
@@ -40,7 +41,7 @@ def test_kept_pixels_stay_and_the_rest_is_the_generators_fill(inputs):
     np.testing.assert_allclose(out[i], m * np.asarray(x) + (1 - m) * fill, rtol=1e-6)
   kept = np.broadcast_to(m, out.shape[1:]) == 1
   np.testing.assert_array_equal(out[:, kept], np.broadcast_to(np.asarray(x)[kept], (4, kept.sum())))
-  assert np.abs(out[0] - out[1]).max() > 1e-3             # the samples differ
+  assert np.abs(out[0] - out[1]).max() > 1e-3  # the samples differ
 
 
 def test_per_image_keys_make_samples_batch_independent_and_jit_equals_eager(inputs):
@@ -48,14 +49,18 @@ def test_per_image_keys_make_samples_batch_independent_and_jit_equals_eager(inpu
   keys = jax.random.split(jax.random.key(1), B)
   whole = A.reconstruct(_Affine(), x, mask, key=keys, num_samples=3)
   for b in range(B):
-    one = A.reconstruct(_Affine(), x[b:b + 1], mask[b:b + 1], key=keys[b:b + 1], num_samples=3)
+    one = A.reconstruct(
+      _Affine(), x[b : b + 1], mask[b : b + 1], key=keys[b : b + 1], num_samples=3
+    )
     np.testing.assert_allclose(one[:, 0], whole[:, b], rtol=1e-6)
   jitted = jax.jit(lambda x, m, k: A.reconstruct(_Affine(), x, m, key=k, num_samples=3))
   np.testing.assert_allclose(jitted(x, mask, keys), whole, rtol=1e-6)
   # A mask given per channel is the same as one given once.
   np.testing.assert_allclose(
-      A.reconstruct(_Affine(), x, jnp.repeat(mask[..., None], C, -1), key=keys, num_samples=3),
-      whole, rtol=1e-6)
+    A.reconstruct(_Affine(), x, jnp.repeat(mask[..., None], C, -1), key=keys, num_samples=3),
+    whole,
+    rtol=1e-6,
+  )
 
 
 def test_keep_top_keeps_exactly_k_pixels_with_ties_by_position():
@@ -73,14 +78,25 @@ def test_keep_top_keeps_exactly_k_pixels_with_ties_by_position():
       assert np.asarray(scores[b])[kept[b] == 1].min() >= np.asarray(scores[b])[kept[b] == 0].max()
 
 
-@pytest.mark.parametrize("generator, kwargs, message", [
-    (None, {}, "reconstruct needs a trained generative model; got generator=None. Train one with "
-               "`jaxsal train-generator"),
+@pytest.mark.parametrize(
+  "generator, kwargs, message",
+  [
+    (
+      None,
+      {},
+      "reconstruct needs a trained generative model; got generator=None. Train one with "
+      "`jaxsal train-generator",
+    ),
     (object(), {}, "generator must have latent_dim and decode"),
     (_Affine(), {"num_samples": 0}, "num_samples must be a positive integer"),
-    (_Affine(), {"mask": jnp.ones((B, H + 1, W))}, r"mask must have shape \[B, H, W\] = \(3, 8, 8\)"),
+    (
+      _Affine(),
+      {"mask": jnp.ones((B, H + 1, W))},
+      r"mask must have shape \[B, H, W\] = \(3, 8, 8\)",
+    ),
     (_Affine(), {"key": None}, "reconstruct needs key="),
-])
+  ],
+)
 def test_bad_arguments_are_named(inputs, generator, kwargs, message):
   x, mask = inputs
   kw = {"mask": mask, "key": jax.random.key(0), **kwargs}

@@ -31,7 +31,7 @@ def test_smoothgrad_of_a_linear_gradient_is_the_weight_and_vargrad_zero(linear):
   sg = A.smoothgrad(A.gradient, samples=7)(apply_fn, w, x, t, key=key)
   np.testing.assert_allclose(sg, wt, rtol=1e-5)
   sq = A.smoothgrad(A.gradient, samples=7, mode="smoothgrad_sq")(apply_fn, w, x, t, key=key)
-  np.testing.assert_allclose(sq, wt ** 2, rtol=1e-5)
+  np.testing.assert_allclose(sq, wt**2, rtol=1e-5)
   var = A.smoothgrad(A.gradient, samples=7, mode="vargrad")(apply_fn, w, x, t, key=key)
   np.testing.assert_allclose(var, 0.0, atol=1e-5)
 
@@ -40,13 +40,21 @@ def test_smoothgrad_equals_the_explicit_mean_over_its_documented_noise(linear):
   apply_fn, w, x, t, _ = linear
   key = jax.random.key(3)
   scale = noise_scale(x, 0.2)
-  expected = np.mean([np.asarray(A.gradient_x_input(apply_fn, w, x + sample_noise(key, x, i, scale), t))
-                      for i in range(10)], axis=0)
-  got = A.smoothgrad(A.gradient_x_input, samples=10, sigma=0.2, chunk_size=4)(apply_fn, w, x, t,
-                                                                               key=key)
+  expected = np.mean(
+    [
+      np.asarray(A.gradient_x_input(apply_fn, w, x + sample_noise(key, x, i, scale), t))
+      for i in range(10)
+    ],
+    axis=0,
+  )
+  got = A.smoothgrad(A.gradient_x_input, samples=10, sigma=0.2, chunk_size=4)(
+    apply_fn, w, x, t, key=key
+  )
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   flat = np.asarray(x).reshape(B, -1)
-  np.testing.assert_allclose(np.asarray(scale).ravel(), 0.2 * (flat.max(1) - flat.min(1)), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(scale).ravel(), 0.2 * (flat.max(1) - flat.min(1)), rtol=1e-6
+  )
 
 
 def test_vargrad_of_a_quadratic_matches_its_variance():
@@ -59,8 +67,9 @@ def test_vargrad_of_a_quadratic_matches_its_variance():
 
   x = jnp.linspace(0.0, 1.0, 16).reshape(1, 4, 4, 1)
   var = A.smoothgrad(A.gradient, samples=4000, sigma=0.1, mode="vargrad", chunk_size=500)(
-      apply_fn, a, x, jnp.array([0]), key=jax.random.key(1))
-  expected = 4 * np.asarray(a) ** 2 * 0.1 ** 2
+    apply_fn, a, x, jnp.array([0]), key=jax.random.key(1)
+  )
+  expected = 4 * np.asarray(a) ** 2 * 0.1**2
   np.testing.assert_allclose(var, expected, rtol=0.1)
 
 
@@ -79,9 +88,9 @@ def test_occlusion_averages_overlapping_patches(linear):
   count = np.zeros((H, W))
   for y0 in range(H - 1):
     for x0 in range(W - 1):
-      d = contrib[:, y0:y0 + 2, x0:x0 + 2].sum((1, 2))
-      expected[:, y0:y0 + 2, x0:x0 + 2] += d[:, None, None]
-      count[y0:y0 + 2, x0:x0 + 2] += 1
+      d = contrib[:, y0 : y0 + 2, x0 : x0 + 2].sum((1, 2))
+      expected[:, y0 : y0 + 2, x0 : x0 + 2] += d[:, None, None]
+      count[y0 : y0 + 2, x0 : x0 + 2] += 1
   np.testing.assert_allclose(occ[..., 1], expected / count, rtol=1e-5, atol=1e-6)
 
 

@@ -5,19 +5,37 @@ from jaxsal import configs, train
 
 def test_shipped_configs_load_with_every_variant():
   assert {"small_cnn_digits", "resnet50_imagenet", "grid_pointing_digits"} <= set(
-      configs.list_configs())
-  for spec in ("small_cnn_digits", "small_cnn_digits:cpu", "small_cnn_digits:test",
-               "resnet50_imagenet", "resnet50_imagenet:cpu"):
+    configs.list_configs()
+  )
+  for spec in (
+    "small_cnn_digits",
+    "small_cnn_digits:cpu",
+    "small_cnn_digits:test",
+    "resnet50_imagenet",
+    "resnet50_imagenet:cpu",
+  ):
     c = configs.get_config(spec)
     train.validate_config(c)  # every name known, every number valid
-  for spec in ("masker_digits", "masker_digits:fix", "masker_digits:ca_in",
-               "masker_digits:ca_out", "masker_digits:ca_fewshot", "masker_digits:fix_fewshot",
-               "masker_digits:ca_pool",
-               "masker_digits:test", "masker_resnet50_imagenet",
-               "masker_resnet50_imagenet:fix", "masker_resnet50_imagenet:cpu"):
+  for spec in (
+    "masker_digits",
+    "masker_digits:fix",
+    "masker_digits:ca_in",
+    "masker_digits:ca_out",
+    "masker_digits:ca_fewshot",
+    "masker_digits:fix_fewshot",
+    "masker_digits:ca_pool",
+    "masker_digits:test",
+    "masker_resnet50_imagenet",
+    "masker_resnet50_imagenet:fix",
+    "masker_resnet50_imagenet:cpu",
+  ):
     train.validate_masker_config(configs.get_config(spec))
-  for spec in ("grid_pointing_digits", "grid_pointing_digits:test", "sanity_digits",
-               "sanity_digits:test"):
+  for spec in (
+    "grid_pointing_digits",
+    "grid_pointing_digits:test",
+    "sanity_digits",
+    "sanity_digits:test",
+  ):
     c = configs.get_config(spec)
     train.validate_config(c.classifier)
     if "random_classifier" in c:
@@ -25,8 +43,10 @@ def test_shipped_configs_load_with_every_variant():
 
 
 def test_masker_presets_are_the_papers():
-  fix, ca = configs.get_config("masker_resnet50_imagenet:fix"), configs.get_config(
-      "masker_resnet50_imagenet")
+  fix, ca = (
+    configs.get_config("masker_resnet50_imagenet:fix"),
+    configs.get_config("masker_resnet50_imagenet"),
+  )
   assert (fix.mode, ca.mode) == ("fix", "ca")
   for c, lam_out in ((fix, 10.0), (ca, 15.0)):
     assert (c.objective.lam_in, c.objective.lam_out, c.objective.lam_tv) == (1.0, lam_out, 1e-3)
@@ -47,8 +67,15 @@ def test_resnet50_recipe_numbers():
 
 def test_overrides_parse_literals_and_leave_original_alone():
   c = configs.get_config("small_cnn_digits:test")
-  d = configs.apply_overrides(c, ["num_train_steps=7", "optimizer.learning_rate=1",
-                                  "dataset.mean=(0.5,)", "model.name=resnet18"])
+  d = configs.apply_overrides(
+    c,
+    [
+      "num_train_steps=7",
+      "optimizer.learning_rate=1",
+      "dataset.mean=(0.5,)",
+      "model.name=resnet18",
+    ],
+  )
   assert d.num_train_steps == 7 and d.optimizer.learning_rate == 1.0
   assert d.dataset.mean == (0.5,) and d.model.name == "resnet18"
   assert c.num_train_steps == 40 and c.model.name == "small_cnn"
@@ -76,8 +103,10 @@ def test_unknown_config_and_variant(tmp_path):
   with pytest.raises(ValueError, match="unknown variant 'tpu'"):
     configs.get_config("small_cnn_digits:tpu")
   path = tmp_path / "mine.py"
-  path.write_text("import ml_collections\n"
-                  "def get_config(arg):\n  return ml_collections.ConfigDict({'arg': arg})\n")
+  path.write_text(
+    "import ml_collections\n"
+    "def get_config(arg):\n  return ml_collections.ConfigDict({'arg': arg})\n"
+  )
   assert configs.get_config(f"{path}:x").arg == "x"
   with pytest.raises(ValueError, match="does not exist"):
     configs.get_config(str(tmp_path / "missing.py"))

@@ -70,8 +70,8 @@ def test_boxes_are_tight_boxes_of_masks_inside_canvas(small_data):
       ys, xs = np.nonzero(mask)
       assert box.tolist() == [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
     y0, x0, y1, x1 = d["box"].T
-    assert (0 <= y0).all() and (y0 < y1).all() and (y1 <= 32).all()
-    assert (0 <= x0).all() and (x0 < x1).all() and (x1 <= 32).all()
+    assert (y0 >= 0).all() and (y0 < y1).all() and (y1 <= 32).all()
+    assert (x0 >= 0).all() and (x0 < x1).all() and (x1 <= 32).all()
     assert set(np.unique(d["mask"]).tolist()) == {0, 1}
 
 
@@ -87,8 +87,9 @@ def test_examples_are_varied(small_data):
 
 def test_generation_is_deterministic_and_seeded():
   cfg = jdata.ClutteredDigitsConfig(name="det", canvas_size=24, num_train=300, num_test=10)
-  other = jdata.ClutteredDigitsConfig(name="det2", canvas_size=24, num_train=300, num_test=10,
-                                      seed=1)
+  other = jdata.ClutteredDigitsConfig(
+    name="det2", canvas_size=24, num_train=300, num_test=10, seed=1
+  )
   a = list(cd.generate_split(cfg, "train"))
   b = list(cd.generate_split(cfg, "train"))
   c = list(cd.generate_split(other, "train"))
@@ -142,8 +143,16 @@ def test_concurrent_preparation_is_safe(tmp_path):
       print(len(src), int(np.sum([src[i]["image"].sum() for i in range(len(src))])))
   """)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", script],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
+    for _ in range(2)
+  ]
   outs = [p.communicate(timeout=120) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-2000:]

@@ -18,7 +18,8 @@ def _render_batch(seed, b=32, canvas_size=32, k=4):
   pick = np.random.default_rng(1000 + seed).integers(0, len(images), size=(b, 1 + k))
   num = np.random.default_rng(2000 + seed).integers(2, k + 1, size=b)
   return _render.render_cluttered_digits(
-      rng, images[pick[:, 0]], images[pick[:, 1:]], num_clutter=num, canvas_size=canvas_size)
+    rng, images[pick[:, 0]], images[pick[:, 1:]], num_clutter=num, canvas_size=canvas_size
+  )
 
 
 @pytest.mark.parametrize("canvas_size", [16, 32, 64, 80])
@@ -67,19 +68,22 @@ def test_digit_dominates_the_clutter():
 def test_without_clutter_only_background_surrounds_the_digit():
   images, _ = source_digits()
   out = _render.render_cluttered_digits(
-      np.random.default_rng(0), images[:16], np.zeros((16, 0, 8, 8)), canvas_size=48)
+    np.random.default_rng(0), images[:16], np.zeros((16, 0, 8, 8)), canvas_size=48
+  )
   for im, (y0, x0, y1, x1) in zip(out.image[..., 0], out.box):
     outside = im.astype(np.float32)
-    outside[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = 0
+    outside[max(y0 - 2, 0) : y1 + 2, max(x0 - 2, 0) : x1 + 2] = 0
     assert outside.max() <= 50 + 6 * np.sqrt(6) + 1  # background amplitude + noise bound
 
 
 def test_single_example_matches_batch_of_one():
   images, _ = source_digits()
-  one = _render.render_cluttered_digit(np.random.default_rng(7), images[0], images[1:4],
-                                       canvas_size=32)
-  batch = _render.render_cluttered_digits(np.random.default_rng(7), images[:1],
-                                          images[None, 1:4], canvas_size=32)
+  one = _render.render_cluttered_digit(
+    np.random.default_rng(7), images[0], images[1:4], canvas_size=32
+  )
+  batch = _render.render_cluttered_digits(
+    np.random.default_rng(7), images[:1], images[None, 1:4], canvas_size=32
+  )
   for x, y in zip(one, batch):
     np.testing.assert_array_equal(x, y[0])
 
@@ -114,8 +118,9 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match="clutter_digits must have shape"):
     _render.render_cluttered_digits(rng, images[:2], images[:2])
   with pytest.raises(ValueError, match="num_clutter"):
-    _render.render_cluttered_digits(rng, images[:2], images[None, :2].repeat(2, 0),
-                                    num_clutter=np.array([3, 1]))
+    _render.render_cluttered_digits(
+      rng, images[:2], images[None, :2].repeat(2, 0), num_clutter=np.array([3, 1])
+    )
   with pytest.raises(ValueError, match="blank"):
     _render.render_cluttered_digits(rng, np.zeros((1, 8, 8)), images[None, :2])
   with pytest.raises(ValueError, match="canvas_size"):

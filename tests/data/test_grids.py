@@ -96,8 +96,9 @@ def test_errors():
 
 def test_grids_of_cluttered_digits(small_data):
   test = small_data["test"]
-  g = jdata.compose_grids(test["image"], test["label"], n=3, num_grids=8, seed=0,
-                          boxes=test["box"], masks=test["mask"])
+  g = jdata.compose_grids(
+    test["image"], test["label"], n=3, num_grids=8, seed=0, boxes=test["box"], masks=test["mask"]
+  )
   assert g["image"].shape == (8, 96, 96, 1)
   for grid in range(8):
     assert len(set(g["labels"][grid].tolist())) == 9

@@ -13,8 +13,10 @@ from jaxsal.train._loop import _transforms
 def _source(n=12, seed=0):
   rng = np.random.default_rng(seed)
   shapes = [(int(rng.integers(20, 90)), int(rng.integers(20, 90))) for _ in range(n)]
-  return [{"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "label": i % 5}
-          for i, (h, w) in enumerate(shapes)]
+  return [
+    {"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "label": i % 5}
+    for i, (h, w) in enumerate(shapes)
+  ]
 
 
 def test_random_crop_boxes_lie_inside_and_respect_area_and_ratio():
@@ -22,7 +24,7 @@ def test_random_crop_boxes_lie_inside_and_respect_area_and_ratio():
   for _ in range(500):
     h, w = int(rng.integers(10, 300)), int(rng.integers(10, 300))
     y0, x0, ch, cw = random_resized_crop_box(rng, h, w)
-    assert 0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w and ch > 0 and cw > 0
+    assert y0 >= 0 and y0 + ch <= h and x0 >= 0 and x0 + cw <= w and ch > 0 and cw > 0
 
 
 def test_eval_transform_is_resize_then_central_crop():
@@ -36,9 +38,11 @@ def test_eval_transform_is_resize_then_central_crop():
 
 def test_train_batches_have_one_size_and_are_deterministic_per_seed():
   src = _source()
+
   def first(seed):
     it = data.make_batches(src, batch_size=4, seed=seed, preprocess=data.TrainTransform(32))
     return [next(it) for _ in range(3)]
+
   a, b, c = first(0), first(0), first(1)
   assert a[0]["image"].shape == (4, 32, 32, 3) and a[0]["image"].dtype == np.float32
   for x, y in zip(a, b):

@@ -16,17 +16,20 @@ def test_config_variants_validate():
   for spec in ("localization_digits", "localization_digits:test"):
     localization.validate(configs.get_config(spec))
   c = configs.get_config("localization_digits:test")
-  for override, match in (("methods=('lrp',)", "unknown method 'lrp'"),
-                          ("num_images=0", "num_images must be a positive integer"),
-                          ("maskers=('fixed',)", "unknown variant 'fixed' of masker_digits"),
-                          ("masker_overrides=('masker.layers=(\"l7\",)',)", "unknown tap 'l7'")):
+  for override, match in (
+    ("methods=('lrp',)", "unknown method 'lrp'"),
+    ("num_images=0", "num_images must be a positive integer"),
+    ("maskers=('fixed',)", "unknown variant 'fixed' of masker_digits"),
+    ("masker_overrides=('masker.layers=(\"l7\",)',)", "unknown tap 'l7'"),
+  ):
     with pytest.raises(ValueError, match=match):
       localization.validate(configs.apply_overrides(c, [override]))
 
 
 def test_every_row_is_scored_on_the_same_images(data_dir, test_masker_workdir):
-  c = configs.apply_overrides(configs.get_config("localization_digits:test"),
-                              [f"classifier.dataset.data_dir={data_dir}"])
+  c = configs.apply_overrides(
+    configs.get_config("localization_digits:test"), [f"classifier.dataset.data_dir={data_dir}"]
+  )
   res = localization.run(c, test_masker_workdir, progress=False)
   assert list(res["rows"]) == ["masker test", "center box", "gradient", "gradcam"]
   assert all(r["count"] == 32 for r in res["rows"].values())
@@ -48,13 +51,15 @@ def test_every_row_is_scored_on_the_same_images(data_dir, test_masker_workdir):
   inter = iy * ix
   union = bh * bw + (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]) - inter
   np.testing.assert_allclose(res["rows"]["center box"]["le"], np.mean(inter / union <= 0.5))
-  np.testing.assert_allclose(res["rows"]["center box"]["area"], bh * bw / 32 ** 2, rtol=1e-6)
+  np.testing.assert_allclose(res["rows"]["center box"]["area"], bh * bw / 32**2, rtol=1e-6)
 
   # The gradient row: |gradient| of the predicted class over its per-image maximum.
-  apply_fn, params, _ = _common.trained_classifier(c.classifier, test_masker_workdir,
-                                                   progress=False)
-  x = jnp.asarray(_common.normalize(c.classifier,
-                                    np.stack([np.asarray(test[i]["image"]) for i in range(32)])))
+  apply_fn, params, _ = _common.trained_classifier(
+    c.classifier, test_masker_workdir, progress=False
+  )
+  x = jnp.asarray(
+    _common.normalize(c.classifier, np.stack([np.asarray(test[i]["image"]) for i in range(32)]))
+  )
   pred = apply_fn(params, x).argmax(-1)
   g = jnp.abs(A.gradient(apply_fn, params, x, pred)).sum(-1)
   g = g / g.max((1, 2), keepdims=True)
@@ -65,4 +70,3 @@ def test_every_row_is_scored_on_the_same_images(data_dir, test_masker_workdir):
   table = localization.format_table(res)
   assert table.splitlines()[0].split(" | ")[:3] == ["map        ", "LE   ", "OM   "]
   assert "center box" in table and json.load(open(res["path"]))["num_images"] == 32
-

@@ -16,12 +16,13 @@ def test_config_variants_validate():
   for spec in ("reconstruction_digits", "reconstruction_digits:test"):
     reconstruction.validate(configs.get_config(spec))
   c = configs.get_config("reconstruction_digits:test")
-  for override, match in (("methods=('lime',)", "unknown method 'lime'"),
-                          ("areas=(0.0,)", r"areas must be fractions in \(0, 1\]; got 0.0"),
-                          ("seeds=()", "seeds must hold at least one seed"),
-                          ("optimized_mask.steps=0", "optimized_mask.steps must be a positive"),
-                          ("optimized_mask.lam_area=-1.0",
-                           "optimized_mask.lam_area must be a number >= 0; got -1.0")):
+  for override, match in (
+    ("methods=('lime',)", "unknown method 'lime'"),
+    ("areas=(0.0,)", r"areas must be fractions in \(0, 1\]; got 0.0"),
+    ("seeds=()", "seeds must hold at least one seed"),
+    ("optimized_mask.steps=0", "optimized_mask.steps must be a positive"),
+    ("optimized_mask.lam_area=-1.0", "optimized_mask.lam_area must be a number >= 0; got -1.0"),
+  ):
     with pytest.raises(ValueError, match=match):
       reconstruction.validate(configs.apply_overrides(c, [override]))
 
@@ -34,13 +35,16 @@ def test_no_generator_is_a_clear_error_before_anything_is_written(tmp_path):
 
 
 def test_kept_decisions_equal_a_recomputation_by_hand(data_dir, test_classifier_workdir, tmp_path):
-  gc = configs.apply_overrides(configs.get_config("generator_digits:test"),
-                               [f"dataset.data_dir={data_dir}", "num_train_steps=2"])
+  gc = configs.apply_overrides(
+    configs.get_config("generator_digits:test"),
+    [f"dataset.data_dir={data_dir}", "num_train_steps=2"],
+  )
   gen_dir = str(tmp_path / "generator")
   train.train_generator(gc, gen_dir, progress=False)
-  c = configs.apply_overrides(configs.get_config("reconstruction_digits:test"),
-                              [f"classifier.dataset.data_dir={data_dir}",
-                               f"generator_workdir={gen_dir}"])
+  c = configs.apply_overrides(
+    configs.get_config("reconstruction_digits:test"),
+    [f"classifier.dataset.data_dir={data_dir}", f"generator_workdir={gen_dir}"],
+  )
   res = reconstruction.run(c, test_classifier_workdir, progress=False)
   assert list(res["rows"]) == list(c.methods)
   saved = json.load(open(res["path"]))
@@ -48,8 +52,9 @@ def test_kept_decisions_equal_a_recomputation_by_hand(data_dir, test_classifier_
 
   # The gradient row at 30%, seed 1, by hand: top 30% of |gradient|, the same
   # per-image sample keys, the classifier's top-1 on each reconstruction.
-  apply_fn, params, _ = _common.trained_classifier(c.classifier, test_classifier_workdir,
-                                                   progress=False)
+  apply_fn, params, _ = _common.trained_classifier(
+    c.classifier, test_classifier_workdir, progress=False
+  )
   test = data.load_source("cluttered_digits", "test", config="small", data_dir=data_dir)
   x = jnp.asarray(np.stack([np.asarray(test[i]["image"], np.float32) / 255 for i in range(8)]))
   pred = apply_fn(params, x).argmax(-1)

@@ -11,17 +11,18 @@ from jaxsal import metrics
 
 def test_scores_are_the_share_of_positive_mass_in_the_cell():
   m = np.zeros((3, 4, 4), np.float32)
-  m[0, 0, 0], m[0, 3, 3], m[0, 1, 3] = 3.0, 1.0, -5.0   # negatives do not count
-  m[1] = 1.0                                             # uniform: 1 / n^2
+  m[0, 0, 0], m[0, 3, 3], m[0, 1, 3] = 3.0, 1.0, -5.0  # negatives do not count
+  m[1] = 1.0  # uniform: 1 / n^2
   got = metrics.grid_pointing_game(jnp.asarray(m), jnp.array([0, 2, 1]), n=2)
-  np.testing.assert_allclose(got, [0.75, 0.25, 0.0])      # map 2 is all zero: points nowhere
+  np.testing.assert_allclose(got, [0.75, 0.25, 0.0])  # map 2 is all zero: points nowhere
   got = metrics.grid_pointing_game(jnp.asarray(m), jnp.array([3, 0, 0]), n=2)
   np.testing.assert_allclose(got, [0.25, 0.25, 0.0])
   # Channels are summed first; a 3x3 grid of 2x2 cells.
   m3 = np.zeros((1, 6, 6, 2), np.float32)
   m3[0, 4, 5, 0], m3[0, 4, 5, 1], m3[0, 0, 0, 1] = 2.0, 1.0, 1.0
-  np.testing.assert_allclose(metrics.grid_pointing_game(jnp.asarray(m3), jnp.array([8]), n=3),
-                             [0.75])
+  np.testing.assert_allclose(
+    metrics.grid_pointing_game(jnp.asarray(m3), jnp.array([8]), n=3), [0.75]
+  )
 
 
 def test_smoothing_is_a_zero_padded_box_filter_like_scipy():
@@ -34,8 +35,11 @@ def test_smoothing_is_a_zero_padded_box_filter_like_scipy():
   smooth = metrics.grid_pointing_game(jnp.asarray(m), cells, n=2, smooth=3)
   want = metrics.grid_pointing_game(metrics.smooth_maps(jnp.asarray(m), 3), cells, n=2)
   np.testing.assert_allclose(smooth, want)
-  np.testing.assert_allclose(jax.jit(lambda a, c: metrics.grid_pointing_game(a, c, n=2, smooth=3))(
-      jnp.asarray(m), cells), want, rtol=1e-6)
+  np.testing.assert_allclose(
+    jax.jit(lambda a, c: metrics.grid_pointing_game(a, c, n=2, smooth=3))(jnp.asarray(m), cells),
+    want,
+    rtol=1e-6,
+  )
 
 
 def test_summary_pools_and_splits_by_cell():
@@ -47,14 +51,16 @@ def test_summary_pools_and_splits_by_cell():
 
 
 def test_confident_correct_applies_the_threshold():
-  def apply_fn(p, x):                  # logits (x00, 0): class 0 with probability sigmoid(x00)
+  def apply_fn(p, x):  # logits (x00, 0): class 0 with probability sigmoid(x00)
     return jnp.stack([x[:, 0, 0, 0], jnp.zeros(x.shape[0])], 1)
 
-  x = jnp.asarray(np.array([3.0, 1.0, -3.0, 3.0]).reshape(4, 1, 1, 1) * np.ones((4, 2, 2, 1)),
-                  jnp.float32)
-  keep = metrics.confident_correct(apply_fn, None, x, np.array([0, 0, 1, 1]), min_confidence=0.9,
-                                   batch_size=3)
-  np.testing.assert_array_equal(keep, [True, False, True, False])   # sigmoid(1) = 0.73 < 0.9
+  x = jnp.asarray(
+    np.array([3.0, 1.0, -3.0, 3.0]).reshape(4, 1, 1, 1) * np.ones((4, 2, 2, 1)), jnp.float32
+  )
+  keep = metrics.confident_correct(
+    apply_fn, None, x, np.array([0, 0, 1, 1]), min_confidence=0.9, batch_size=3
+  )
+  np.testing.assert_array_equal(keep, [True, False, True, False])  # sigmoid(1) = 0.73 < 0.9
 
 
 def test_bad_input_is_named():
@@ -68,5 +74,6 @@ def test_bad_input_is_named():
   with pytest.raises(ValueError, match="smooth must be an odd window"):
     metrics.grid_pointing_game(m, jnp.array([0, 1]), n=2, smooth=2)
   with pytest.raises(ValueError, match="min_confidence"):
-    metrics.confident_correct(lambda p, x: x, None, np.zeros((1, 2, 2, 1)), np.zeros(1, int),
-                              min_confidence=1.5)
+    metrics.confident_correct(
+      lambda p, x: x, None, np.zeros((1, 2, 2, 1)), np.zeros(1, int), min_confidence=1.5
+    )

@@ -40,7 +40,6 @@ class _LinenBN(nn.Module):
 
 
 class _LinenTwoHeads(nn.Module):
-
   def setup(self):
     self.fc = nn.Dense(5)
 
@@ -52,7 +51,6 @@ class _LinenTwoHeads(nn.Module):
 
 
 class _LinenNoTrain(nn.Module):
-
   @nn.compact
   def __call__(self, x):
     return nn.Dense(3)(x.reshape(x.shape[0], -1))
@@ -98,7 +96,6 @@ def test_from_linen_without_train_argument_and_with_method():
 
 
 class _NnxCNN(nnx.Module):
-
   def __init__(self, rngs):
     self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
     self.bn = nnx.BatchNorm(4, rngs=rngs)
@@ -125,8 +122,11 @@ def test_from_nnx():
 
 def test_from_nnx_requires_eval_mode():
   model = _NnxCNN(nnx.Rngs(0))
-  with pytest.raises(ValueError, match=r"bn \(BatchNorm\) has use_running_average=False; "
-                     r"call model.eval\(\) first"):
+  with pytest.raises(
+    ValueError,
+    match=r"bn \(BatchNorm\) has use_running_average=False; "
+    r"call model.eval\(\) first",
+  ):
     from_nnx(model)
 
 
@@ -204,8 +204,11 @@ def test_from_function_without_params():
 
 def test_output_must_be_batch_by_classes():
   apply_fn, params = from_function(lambda x: x.mean(axis=(1, 2, 3)))
-  with pytest.raises(ValueError, match=r"must return logits of shape \[B, num_classes\] = "
-                     r"\[2, num_classes\] for x of shape \(2, 16, 16, 3\); got shape \(2,\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"must return logits of shape \[B, num_classes\] = "
+    r"\[2, num_classes\] for x of shape \(2, 16, 16, 3\); got shape \(2,\)",
+  ):
     apply_fn(params, X)
   apply_fn, params = from_function(lambda x: x.reshape(-1, 3)[:5])
   with pytest.raises(ValueError, match=r"got shape \(5, 3\)"):

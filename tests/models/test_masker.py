@@ -11,8 +11,9 @@ from jaxsal import models
 @pytest.fixture(scope="module")
 def tapped():
   model = models.SmallCNN(num_classes=10, widths=(4, 4, 8, 8, 8))
-  apply_fn, params = models.from_linen(model, models.init_model(model, jax.random.key(0),
-                                                                (1, 32, 32, 1)))
+  apply_fn, params = models.from_linen(
+    model, models.init_model(model, jax.random.key(0), (1, 32, 32, 1))
+  )
   x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
   return apply_fn, params, x
 
@@ -30,7 +31,7 @@ def test_mask_is_a_quarter_resolution_sigmoid_repeated_to_the_input(tapped):
   assert mask.shape == (2, 32, 32, 1) and logits.shape == (2, 8, 8, 1)
   np.testing.assert_allclose(mask[:, ::4, ::4], jax.nn.sigmoid(logits), rtol=1e-6)
   blocks = np.asarray(mask).reshape(2, 8, 4, 8, 4)
-  assert (blocks == blocks[:, :, :1, :, :1]).all()          # nearest: constant 4x4 blocks
+  assert (blocks == blocks[:, :, :1, :, :1]).all()  # nearest: constant 4x4 blocks
   assert set(v["params"]) == {"l3_conv", "l3_bn", "l4_conv", "l4_bn", "out"}
 
 
@@ -58,12 +59,13 @@ def test_gumbel_is_hard_with_straight_through_gradients(tapped):
   assert set(np.unique(np.asarray(train))) <= {0.0, 1.0}
 
   def total(p):
-    out, _ = masker.apply({**v, "params": p}, feats, (32, 32), train=True, rngs=rngs,
-                          mutable=["batch_stats"])
+    out, _ = masker.apply(
+      {**v, "params": p}, feats, (32, 32), train=True, rngs=rngs, mutable=["batch_stats"]
+    )
     return out.sum()
 
   g = jax.grad(total)(v["params"])
-  assert float(jnp.abs(g["out"]["kernel"]).max()) > 0     # gradients flow through the threshold
+  assert float(jnp.abs(g["out"]["kernel"]).max()) > 0  # gradients flow through the threshold
 
 
 def test_bad_input_is_named(tapped):

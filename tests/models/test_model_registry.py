@@ -26,8 +26,11 @@ def test_bad_num_classes():
 def test_get_model_builds_the_named_architecture():
   small = get_model("small_cnn", num_classes=7, widths=(8, 8, 8, 8, 8))
   assert isinstance(small, SmallCNN) and small.num_classes == 7 and small.widths == (8,) * 5
-  expected = {"resnet18": ((2, 2, 2, 2), "BasicBlock"), "resnet34": ((3, 4, 6, 3), "BasicBlock"),
-              "resnet50": ((3, 4, 6, 3), "Bottleneck")}
+  expected = {
+    "resnet18": ((2, 2, 2, 2), "BasicBlock"),
+    "resnet34": ((3, 4, 6, 3), "BasicBlock"),
+    "resnet50": ((3, 4, 6, 3), "Bottleneck"),
+  }
   for name, (stages, block) in expected.items():
     model = get_model(name, num_classes=3, dtype=jnp.bfloat16)
     assert isinstance(model, ResNet)
@@ -42,7 +45,8 @@ def test_init_model_collections_and_batch_independence():
   assert sorted(one) == ["params"]
   jax.tree.map(np.testing.assert_array_equal, one, three)
   resnet = jax.eval_shape(
-      lambda: init_model(get_model("resnet18", num_classes=4), jax.random.key(0), (1, 32, 32, 3)))
+    lambda: init_model(get_model("resnet18", num_classes=4), jax.random.key(0), (1, 32, 32, 3))
+  )
   assert sorted(resnet) == ["batch_stats", "params"]
   assert resnet["batch_stats"]["bn1"]["mean"].shape == (64,)
 

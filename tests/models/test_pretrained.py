@@ -9,14 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from jaxsal.models import pretrained  # noqa: E402
+from jaxsal.models import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _torch_resnet():
   spec = importlib.util.spec_from_file_location(
-      "_torch_resnet", os.path.join(ROOT, "benchmarks", "_torch_resnet.py"))
+    "_torch_resnet", os.path.join(ROOT, "benchmarks", "_torch_resnet.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -50,6 +51,7 @@ def test_converted_weights_give_the_torch_models_logits(arch, size):
 
 def test_safetensors_and_pth_files_load_to_the_same_variables(tmp_path, r18):
   from safetensors.numpy import save_file
+
   net, sd = r18
   save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(tmp_path / "w.safetensors"))
   torch.save(net.state_dict(), tmp_path / "w.pth")
@@ -57,10 +59,13 @@ def test_safetensors_and_pth_files_load_to_the_same_variables(tmp_path, r18):
   m2, v2 = pretrained.load_torchvision_resnet("resnet18", str(tmp_path / "w.pth"))
   assert m1.num_classes == m2.num_classes == 7
   jax.tree.map(np.testing.assert_array_equal, v1, v2)
-  np.testing.assert_array_equal(v1["params"]["layer2_0"]["downsample_conv"]["kernel"],
-                                sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(v1["batch_stats"]["layer4_1"]["bn2"]["var"],
-                                sd["layer4.1.bn2.running_var"])
+  np.testing.assert_array_equal(
+    v1["params"]["layer2_0"]["downsample_conv"]["kernel"],
+    sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0),
+  )
+  np.testing.assert_array_equal(
+    v1["batch_stats"]["layer4_1"]["bn2"]["var"], sd["layer4.1.bn2.running_var"]
+  )
 
 
 def test_missing_extra_and_misshaped_keys_are_listed(r18):
@@ -79,7 +84,9 @@ def test_missing_extra_and_misshaped_keys_are_listed(r18):
   # A ResNet-18 file read as a ResNet-50 one: its keys do not fit.
   with pytest.raises(ValueError, match="does not fit resnet50: missing keys"):
     pretrained.resnet_variables_from_torchvision(sd, "resnet50")
-  with pytest.raises(ValueError, match="arch must be one of resnet18, resnet34, resnet50; got 'vgg'"):
+  with pytest.raises(
+    ValueError, match="arch must be one of resnet18, resnet34, resnet50; got 'vgg'"
+  ):
     pretrained.resnet_variables_from_torchvision(sd, "vgg")
 
 
@@ -107,8 +114,15 @@ def test_imagenet_class_names_are_in_the_order_of_the_logits():
   assert len(names) == len(set(names)) == 1000
   # Well-known indices of ImageNet-1k (torchvision's and Keras's order).
   assert {i: short[i] for i in (0, 1, 207, 281, 409, 817, 967)} == {
-      0: "tench", 1: "goldfish", 207: "golden retriever", 281: "tabby", 409: "analog clock",
-      817: "sports car", 967: "espresso"}
+    0: "tench",
+    1: "goldfish",
+    207: "golden retriever",
+    281: "tabby",
+    409: "analog clock",
+    817: "sports car",
+    967: "espresso",
+  }
   assert names[281] == "tabby, tabby cat"
   import sys
-  assert "tensorflow" not in sys.modules     # read from tensorflow-datasets' files, not TensorFlow
+
+  assert "tensorflow" not in sys.modules  # read from tensorflow-datasets' files, not TensorFlow

@@ -17,11 +17,14 @@ def _count(tree):
   return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("ctor,expected", [
+@pytest.mark.parametrize(
+  "ctor,expected",
+  [
     (ResNet18, 11_689_512),  # torchvision.models.resnet18().parameters()
     (ResNet34, 21_797_672),
     (ResNet50, 25_557_032),
-])
+  ],
+)
 def test_parameter_count_equals_torchvision(ctor, expected):
   variables = _abstract_variables(ctor(num_classes=1000))
   assert _count(variables["params"]) == expected
@@ -32,12 +35,19 @@ def test_names_follow_torchvision_keys():
   r50 = _abstract_variables(ResNet50())["params"]
   assert sorted(k for k in r18 if not k.startswith("layer")) == ["bn1", "conv1", "fc"]
   assert sorted(k for k in r18 if k.startswith("layer")) == [
-      f"layer{s}_{i}" for s in range(1, 5) for i in range(2)]
+    f"layer{s}_{i}" for s in range(1, 5) for i in range(2)
+  ]
   assert r18["conv1"]["kernel"].shape == (7, 7, 3, 64)  # torch [64, 3, 7, 7]
   assert "downsample_conv" not in r18["layer1_0"]  # 64 -> 64, stride 1
   assert r18["layer2_0"]["downsample_conv"]["kernel"].shape == (1, 1, 64, 128)
-  assert sorted(r18["layer2_0"]) == ["bn1", "bn2", "conv1", "conv2", "downsample_bn",
-                                     "downsample_conv"]
+  assert sorted(r18["layer2_0"]) == [
+    "bn1",
+    "bn2",
+    "conv1",
+    "conv2",
+    "downsample_bn",
+    "downsample_conv",
+  ]
   # v1.5: the stride-2 bottleneck's 3x3 conv2 strides; 1x1 conv1 reduces to 128.
   assert r50["layer2_0"]["conv1"]["kernel"].shape == (1, 1, 256, 128)
   assert r50["layer2_0"]["conv2"]["kernel"].shape == (3, 3, 128, 128)
@@ -49,13 +59,18 @@ def test_names_follow_torchvision_keys():
 def test_resnet50_tap_shapes_at_32():
   model = ResNet50(num_classes=10)
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  variables = {k: v for k, v in _abstract_variables(model).items()
-               if k in ("params", "batch_stats")}
+  variables = {
+    k: v for k, v in _abstract_variables(model).items() if k in ("params", "batch_stats")
+  }
   logits, taps = jax.eval_shape(lambda v, x: apply_with_taps(model, v, x), variables, x)
   assert logits.shape == (2, 10)
   assert {k: v.shape for k, v in taps.items()} == {
-      "l0": (2, 8, 8, 64), "l1": (2, 8, 8, 256), "l2": (2, 4, 4, 512),
-      "l3": (2, 2, 2, 1024), "l4": (2, 1, 1, 2048)}
+    "l0": (2, 8, 8, 64),
+    "l1": (2, 8, 8, 256),
+    "l2": (2, 4, 4, 512),
+    "l3": (2, 2, 2, 1024),
+    "l4": (2, 1, 1, 2048),
+  }
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
@@ -63,8 +78,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   variables = _abstract_variables(model)
   assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
   v = {k: variables[k] for k in ("params", "batch_stats")}
-  logits, taps = jax.eval_shape(
-      lambda v: apply_with_taps(model, v, jnp.zeros((2, 32, 32, 3))), v)
+  logits, taps = jax.eval_shape(lambda v: apply_with_taps(model, v, jnp.zeros((2, 32, 32, 3))), v)
   assert logits.dtype == jnp.float32
   assert taps["l4"].dtype == jnp.bfloat16
 
@@ -85,8 +99,12 @@ def test_resnet18_tap_shapes_at_64(r18):
   assert tap_names(model) == ["l0", "l1", "l2", "l3", "l4"]
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   assert {k: v.shape for k, v in taps.items()} == {
-      "l0": (2, 16, 16, 64), "l1": (2, 16, 16, 64), "l2": (2, 8, 8, 128),
-      "l3": (2, 4, 4, 256), "l4": (2, 2, 2, 512)}
+    "l0": (2, 16, 16, 64),
+    "l1": (2, 16, 16, 64),
+    "l2": (2, 8, 8, 128),
+    "l3": (2, 4, 4, 256),
+    "l4": (2, 2, 2, 512),
+  }
   # Every tap follows a relu (or a max-pool of one).
   assert all(float(v.min()) >= 0 for v in taps.values())
 
@@ -96,16 +114,22 @@ def test_train_mode_updates_batch_stats_with_momentum(r18):
   _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
   # bn1 sees conv1(x): stride 2, symmetric padding 3 (torch's), no bias.
   conv1 = jax.lax.conv_general_dilated(
-      x, variables["params"]["conv1"]["kernel"], (2, 2), ((3, 3), (3, 3)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST)
+    x,
+    variables["params"]["conv1"]["kernel"],
+    (2, 2),
+    ((3, 3), (3, 3)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision=jax.lax.Precision.HIGHEST,
+  )
   mean = np.asarray(conv1).mean(axis=(0, 1, 2))
   var = np.asarray(conv1).var(axis=(0, 1, 2))  # Flax uses the biased variance.
   stats = updated["batch_stats"]["bn1"]
   # momentum 0.9 from the init values mean = 0, var = 1.
   np.testing.assert_allclose(stats["mean"], 0.1 * mean, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * var, rtol=1e-4, atol=1e-6)
-  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), variables["batch_stats"],
-                         updated["batch_stats"])
+  changed = jax.tree.map(
+    lambda a, b: bool(np.any(a != b)), variables["batch_stats"], updated["batch_stats"]
+  )
   assert all(jax.tree.leaves(changed))
 
 
@@ -115,7 +139,7 @@ def test_eval_mode_is_batch_independent(r18):
   _, updated = model.apply(variables, 3.0 * x + 1.0, train=True, mutable=["batch_stats"])
   v = {"params": variables["params"], **updated}
   together = model.apply(v, x)
-  alone = np.concatenate([model.apply(v, x[i:i + 1]) for i in range(2)])
+  alone = np.concatenate([model.apply(v, x[i : i + 1]) for i in range(2)])
   np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
   # Train mode, by contrast, depends on the batch.
   train_together, _ = model.apply(v, x, train=True, mutable=["batch_stats"])

@@ -33,18 +33,30 @@ def test_tap_shapes_at_64(setup):
   assert tap_names(model) == ["l0", "l1", "l2", "l3", "l4"]
   assert logits.shape == (2, 10)
   # 1/2, 1/4, 1/8, 1/16, 1/16 of 64, with widths (16, 32, 64, 128, 128).
-  expected = {"l0": (2, 32, 32, 16), "l1": (2, 16, 16, 32), "l2": (2, 8, 8, 64),
-              "l3": (2, 4, 4, 128), "l4": (2, 4, 4, 128)}
+  expected = {
+    "l0": (2, 32, 32, 16),
+    "l1": (2, 16, 16, 32),
+    "l2": (2, 8, 8, 64),
+    "l3": (2, 4, 4, 128),
+    "l4": (2, 4, 4, 128),
+  }
   assert {k: v.shape for k, v in taps.items()} == expected
 
 
 def test_l0_equals_hand_computation(setup):
   model, variables, x = setup
   p = variables["params"]["conv0"]
-  conv = jax.lax.conv_general_dilated(
-      x, p["kernel"], window_strides=(2, 2), padding="SAME",
+  conv = (
+    jax.lax.conv_general_dilated(
+      x,
+      p["kernel"],
+      window_strides=(2, 2),
+      padding="SAME",
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=jax.lax.Precision.HIGHEST) + p["bias"]
+      precision=jax.lax.Precision.HIGHEST,
+    )
+    + p["bias"]
+  )
   expected = np.maximum(np.asarray(conv), 0.0)
   _, taps = apply_with_taps(model, variables, x, taps=["l0"])
   assert list(taps) == ["l0"]
@@ -87,8 +99,9 @@ def test_gradient_wrt_l4_via_flax_perturbations_collection(setup):
 
   grads = jax.grad(logit_3)(zeros)
   kernel = np.asarray(variables["params"]["head"]["kernel"])
-  np.testing.assert_allclose(grads["l4"], np.broadcast_to(kernel[:, 3] / 16, grads["l4"].shape),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    grads["l4"], np.broadcast_to(kernel[:, 3] / 16, grads["l4"].shape), rtol=1e-6, atol=1e-7
+  )
 
 
 def test_train_flag_is_ignored(setup):
@@ -108,5 +121,4 @@ def test_uses_jax_nn_relu(setup, monkeypatch):
 
   monkeypatch.setattr(jax.nn, "relu", counting_relu)
   jax.eval_shape(lambda v: model.apply(v, x), variables)
-  assert calls == [(2, 32, 32, 16), (2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128),
-                   (2, 4, 4, 128)]
+  assert calls == [(2, 32, 32, 16), (2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128), (2, 4, 4, 128)]

@@ -14,26 +14,38 @@ DN = ("NHWC", "HWIO", "NHWC")
 def _both(x, k, strides, padding):
   dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
   ours = lambda x, k: conv_general_dilated(x, k, strides, padding, dimension_numbers=dn)
-  ref = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=dn,
-                                              precision=lax.Precision.HIGHEST)
+  ref = lambda x, k: lax.conv_general_dilated(
+    x, k, strides, padding, dimension_numbers=dn, precision=lax.Precision.HIGHEST
+  )
   return ours, ref
 
 
-@pytest.mark.parametrize("hw,k,stride,pad", [
-    (2, 3, 1, 1),   # ResNet layer4 at 64x64 input: the slow case on XLA:CPU
+@pytest.mark.parametrize(
+  "hw,k,stride,pad",
+  [
+    (2, 3, 1, 1),  # ResNet layer4 at 64x64 input: the slow case on XLA:CPU
     (2, 3, 2, 1),
-    (1, 3, 1, 1),   # the whole map is one pixel: only the kernel's centre sees it
+    (1, 3, 1, 1),  # the whole map is one pixel: only the kernel's centre sees it
     (3, 5, 1, 2),
     (2, 7, 2, 3),
-    (3, 4, 1, 1),   # asymmetric: 3 + 2 - 4 + 1 = 2 outputs
-])
+    (3, 4, 1, 1),  # asymmetric: 3 + 2 - 4 + 1 = 2 outputs
+  ],
+)
 def test_small_map_convolution_and_its_gradients_equal_lax(hw, k, stride, pad):
   kx, kk, kc = jax.random.split(jax.random.key(hw * 100 + k * 10 + stride), 3)
   x = jax.random.normal(kx, (3, hw, hw + 1, 5))
   kern = jax.random.normal(kk, (k, k, 5, 4))
   padding = ((pad, pad), (pad, pad))
-  assert _uses_windows(x.shape, kern.shape, padding, None, None,
-                       lax.conv_dimension_numbers(x.shape, kern.shape, DN), 1, 1)
+  assert _uses_windows(
+    x.shape,
+    kern.shape,
+    padding,
+    None,
+    None,
+    lax.conv_dimension_numbers(x.shape, kern.shape, DN),
+    1,
+    1,
+  )
   ours, ref = _both(x, kern, (stride, stride), padding)
   y, y_ref = ours(x, kern), ref(x, kern)
   assert y.shape == y_ref.shape

@@ -31,8 +31,11 @@ def test_unknown_perturbation_and_wrong_shape(setup):
   with pytest.raises(ValueError, match="unknown perturbation 'l7'; available taps: l0, l1"):
     apply_with_taps(model, variables, x, perturbations={"l7": jnp.zeros(3)})
   # Batch 1 against batch 2 would otherwise broadcast silently.
-  with pytest.raises(ValueError, match=r"perturbations\['l4'\] must have the tap's shape "
-                     r"\(2, 2, 2, 16\); got \(1, 2, 2, 16\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"perturbations\['l4'\] must have the tap's shape "
+    r"\(2, 2, 2, 16\); got \(1, 2, 2, 16\)",
+  ):
     apply_with_taps(model, variables, x, perturbations={"l4": jnp.zeros((1, 2, 2, 16))})
 
 
@@ -66,8 +69,9 @@ def test_perturbation_shifts_logits_by_known_amount(setup):
   model, variables, x = setup
   logits, taps = apply_with_taps(model, variables, x, taps=["l4"])
   delta = jax.random.normal(jax.random.key(2), taps["l4"].shape)
-  shifted, shifted_taps = apply_with_taps(model, variables, x, taps=["l4"],
-                                          perturbations={"l4": delta})
+  shifted, shifted_taps = apply_with_taps(
+    model, variables, x, taps=["l4"], perturbations={"l4": delta}
+  )
   # The returned tap is the unperturbed feature map.
   np.testing.assert_array_equal(shifted_taps["l4"], taps["l4"])
   kernel = np.asarray(variables["params"]["head"]["kernel"])
@@ -79,8 +83,7 @@ def test_jit_equals_eager(setup):
   model, variables, x = setup
   eager = apply_with_taps(model, variables, x, taps=["l2"])
   jitted = jax.jit(lambda v, x: apply_with_taps(model, v, x, taps=["l2"]))(variables, x)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
-               eager, jitted)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), eager, jitted)
 
 
 class _Tapped(nn.Module):

@@ -16,12 +16,13 @@ def test_the_loss_is_the_bernoulli_nll_plus_the_gaussian_kl_by_hand():
   p = 1 / (1 + np.exp(-logits))
   nll = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum((1, 2, 3))
   # KL(N(mu, s^2) || N(0, 1)) = (s^2 + mu^2 - 1 - log s^2) / 2 per dimension.
-  kl = 0.5 * (np.exp(logvar) + mu ** 2 - 1 - logvar).sum(-1)
+  kl = 0.5 * (np.exp(logvar) + mu**2 - 1 - logvar).sum(-1)
   np.testing.assert_allclose(parts["nll"], nll.mean(), rtol=1e-5)
   np.testing.assert_allclose(parts["kl"], kl.mean(), rtol=1e-5)
   np.testing.assert_allclose(loss, (nll + kl).mean(), rtol=1e-5)
-  _, zero = vae.vae_loss(jnp.zeros((1, 2, 2, 1)), jnp.zeros((1, 3)), jnp.zeros((1, 3)),
-                         jnp.zeros((1, 2, 2, 1)))
+  _, zero = vae.vae_loss(
+    jnp.zeros((1, 2, 2, 1)), jnp.zeros((1, 3)), jnp.zeros((1, 3)), jnp.zeros((1, 2, 2, 1))
+  )
   np.testing.assert_allclose(zero["kl"], 0.0, atol=1e-7)
   np.testing.assert_allclose(zero["nll"], 4 * np.log(2), rtol=1e-6)
 
@@ -39,8 +40,9 @@ def test_training_masks_are_binary_with_the_drawn_area():
 def test_space_to_depth_and_back_and_the_decoder_reads_z_and_the_kept_pixels():
   x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
   s = vae.space_to_depth(x)
-  np.testing.assert_array_equal(s[0, 0, 0], jnp.concatenate([x[0, 0, 0], x[0, 0, 1], x[0, 1, 0],
-                                                             x[0, 1, 1]]))
+  np.testing.assert_array_equal(
+    s[0, 0, 0], jnp.concatenate([x[0, 0, 0], x[0, 0, 1], x[0, 1, 0], x[0, 1, 1]])
+  )
   np.testing.assert_array_equal(vae.depth_to_space(s), x)
   module = vae.InpaintingVAE(latent_dim=3, widths=(4, 8), channels=1)
   img = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
@@ -59,7 +61,7 @@ def test_space_to_depth_and_back_and_the_decoder_reads_z_and_the_kept_pixels():
 def test_free_bits_count_each_dimensions_mean_kl_as_at_least_the_floor():
   rng = np.random.default_rng(1)
   logits, x = rng.normal(size=(3, 2, 2, 1)), rng.uniform(size=(3, 2, 2, 1))
-  mu = np.stack([np.zeros(3), np.full(3, 2.0)], axis=1)     # dim 0: KL 0; dim 1: KL 2
+  mu = np.stack([np.zeros(3), np.full(3, 2.0)], axis=1)  # dim 0: KL 0; dim 1: KL 2
   logvar = np.zeros((3, 2))
   args = [jnp.asarray(a, jnp.float32) for a in (logits, mu, logvar, x)]
   plain, parts = vae.vae_loss(*args)

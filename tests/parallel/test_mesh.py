@@ -11,24 +11,30 @@ def test_eight_simulated_devices():
   assert jax.device_count() == 8
 
 
-@pytest.mark.parametrize("shape,n,want", [
+@pytest.mark.parametrize(
+  "shape,n,want",
+  [
     ({"data": -1}, 8, {"data": 8}),
     ({"data": -1, "model": 2}, 8, {"data": 4, "model": 2}),
     ({"data": 2, "model": -1}, 8, {"data": 2, "model": 4}),
     ({"data": 8}, 8, {"data": 8}),
-])
+  ],
+)
 def test_resolve_mesh_shape(shape, n, want):
   got = parallel.resolve_mesh_shape(shape, n)
   assert got == want and list(got) == list(want)
 
 
-@pytest.mark.parametrize("shape,match", [
+@pytest.mark.parametrize(
+  "shape,match",
+  [
     ({"data": -1, "model": -1}, "more than one -1"),
     ({"data": 3, "model": -1}, "does not divide"),
     ({"data": 4}, "spans 4 devices but 8"),
     ({"data": 0}, "positive integers"),
     ({}, "at least one axis"),
-])
+  ],
+)
 def test_resolve_mesh_shape_errors(shape, match):
   with pytest.raises(ValueError, match=match):
     parallel.resolve_mesh_shape(shape, 8)
@@ -68,7 +74,12 @@ def test_replicate_and_jit_sum_equals_numpy():
 
 
 def test_initialize_is_a_no_op_on_one_host(monkeypatch):
-  for k in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS"):
+  for k in (
+    "JAX_COORDINATOR_ADDRESS",
+    "COORDINATOR_ADDRESS",
+    "TPU_WORKER_HOSTNAMES",
+    "SLURM_NTASKS",
+  ):
     monkeypatch.delenv(k, raising=False)
   assert not parallel.is_multihost_environment()
   assert parallel.initialize("auto") is False

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxsal import attribution as A
 from jaxsal import models, parallel, sanity
@@ -15,8 +16,9 @@ SMALL = ["conv0", "conv1", "conv2", "conv3", "conv4", "head"]
 @pytest.fixture(scope="module")
 def small():
   model = models.SmallCNN(num_classes=16, widths=(8, 8, 8, 8, 16))
-  apply_fn, params = models.from_linen(model, models.init_model(model, jax.random.key(0),
-                                                                (1, 16, 16, 1)))
+  apply_fn, params = models.from_linen(
+    model, models.init_model(model, jax.random.key(0), (1, 16, 16, 1))
+  )
   return apply_fn, params
 
 
@@ -44,7 +46,7 @@ def test_cascading_stage_k_is_the_top_k_layers_randomized_together(small):
   assert len(cascade) == len(independent) == len(SMALL)
   base = _leaves(params)
   for k in range(len(SMALL)):
-    top = SMALL[len(SMALL) - 1 - k:]
+    top = SMALL[len(SMALL) - 1 - k :]
     together = sanity.randomize(params, key, layers=top, mode="single")
     jax.tree.map(np.testing.assert_array_equal, cascade[k], together)
     got = _leaves(cascade[k])
@@ -84,7 +86,7 @@ def test_structure_shapes_dtypes_and_sharding_are_kept_on_eight_devices(small):
   _, params = small
   mesh = parallel.make_mesh({"data": 8})
   placed = parallel.replicate(params, mesh)
-  head = params["params"]["head"]["kernel"]                 # [16, 16]: split its columns
+  head = params["params"]["head"]["kernel"]  # [16, 16]: split its columns
   split = NamedSharding(mesh, P(None, "data"))
   placed["params"]["head"]["kernel"] = jax.device_put(head.astype(jnp.bfloat16), split)
   for out in sanity.randomize(placed, jax.random.key(0), layers=SMALL, mode="cascading")[:2]:
@@ -95,14 +97,17 @@ def test_structure_shapes_dtypes_and_sharding_are_kept_on_eight_devices(small):
 
 
 def test_batch_stats_are_kept_by_default_and_reset_on_request():
-  variables = {"params": {"bn": {"scale": jnp.full(4, 2.0), "bias": jnp.ones(4)}},
-               "batch_stats": {"bn": {"mean": jnp.full(4, 3.0), "var": jnp.full(4, 5.0)}}}
+  variables = {
+    "params": {"bn": {"scale": jnp.full(4, 2.0), "bias": jnp.ones(4)}},
+    "batch_stats": {"bn": {"mean": jnp.full(4, 3.0), "var": jnp.full(4, 5.0)}},
+  }
   kept = sanity.randomize(variables, jax.random.key(0), layers=["bn"], mode="single")
   np.testing.assert_array_equal(kept["params"]["bn"]["scale"], 1.0)
   np.testing.assert_array_equal(kept["params"]["bn"]["bias"], 0.0)
   np.testing.assert_array_equal(kept["batch_stats"]["bn"]["mean"], 3.0)
-  reset = sanity.randomize(variables, jax.random.key(0), layers=["bn"], mode="single",
-                           reset_batch_stats=True)
+  reset = sanity.randomize(
+    variables, jax.random.key(0), layers=["bn"], mode="single", reset_batch_stats=True
+  )
   np.testing.assert_array_equal(reset["batch_stats"]["bn"]["mean"], 0.0)
   np.testing.assert_array_equal(reset["batch_stats"]["bn"]["var"], 1.0)
 
@@ -115,8 +120,9 @@ def test_one_vmapped_call_over_stacked_stages_equals_one_call_per_stage(small):
   stacked = sanity.stack(stages)
   every = jax.jit(jax.vmap(lambda p: A.gradient(apply_fn, p, x, t)))(stacked)
   for k in (0, 3, 5):
-    np.testing.assert_allclose(every[k], A.gradient(apply_fn, stages[k], x, t), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+      every[k], A.gradient(apply_fn, stages[k], x, t), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_bad_input_is_named(small):

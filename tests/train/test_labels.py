@@ -8,8 +8,9 @@ from jaxsal import train
 
 def _source(n=200):
   labels = np.arange(n) % 10
-  return [{"label": np.int64(l), "image": np.full((2, 2, 1), i, np.uint8)}
-          for i, l in enumerate(labels)]
+  return [
+    {"label": np.int64(l), "image": np.full((2, 2, 1), i, np.uint8)} for i, l in enumerate(labels)
+  ]
 
 
 def test_permute_keeps_the_label_histogram_and_the_images():

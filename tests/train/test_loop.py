@@ -16,8 +16,9 @@ from jaxsal import configs, train
 
 def _config(data_dir, *overrides):
   c = configs.get_config("small_cnn_digits:test")
-  return configs.apply_overrides(c, [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False",
-                                     *overrides])
+  return configs.apply_overrides(
+    c, [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False", *overrides]
+  )
 
 
 def _saved_params(workdir, step=None):
@@ -48,10 +49,27 @@ def test_one_and_eight_devices_give_the_same_losses(data_dir, tmp_path):
 
 
 def _cli(workdir, data_dir, steps):
-  return [sys.executable, "-m", "jaxsal.cli", "train", "--config", "small_cnn_digits:test",
-          "--workdir", str(workdir), "--no-progress",
-          "--set", f"dataset.data_dir={data_dir}", "--set", f"num_train_steps={steps}",
-          "--set", "checkpoint.every=25", "--set", "log_every=25", "--set", "eval_every=100000"]
+  return [
+    sys.executable,
+    "-m",
+    "jaxsal.cli",
+    "train",
+    "--config",
+    "small_cnn_digits:test",
+    "--workdir",
+    str(workdir),
+    "--no-progress",
+    "--set",
+    f"dataset.data_dir={data_dir}",
+    "--set",
+    f"num_train_steps={steps}",
+    "--set",
+    "checkpoint.every=25",
+    "--set",
+    "log_every=25",
+    "--set",
+    "eval_every=100000",
+  ]
 
 
 def _env():
@@ -64,11 +82,17 @@ def _env():
 
 def test_sigkill_then_same_command_resumes_to_identical_params(data_dir, tmp_path):
   from jaxsal import data
+
   data.load_source("cluttered_digits", "train", config="small", data_dir=data_dir)
   steps = 300
   killed, full = tmp_path / "killed", tmp_path / "full"
-  proc = subprocess.Popen(_cli(killed, data_dir, steps), env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+    _cli(killed, data_dir, steps),
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   ckdir = killed / "checkpoints"
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -97,8 +121,12 @@ def test_sigkill_then_same_command_resumes_to_identical_params(data_dir, tmp_pat
   jax.tree.map(np.testing.assert_array_equal, p1, p2)
   # The metrics log of the resumed run reads as one run: each train step logged once.
   import json
-  steps_logged = [json.loads(l)["step"] for l in open(killed / "metrics.jsonl")
-                  if json.loads(l)["kind"] == "train"]
+
+  steps_logged = [
+    json.loads(l)["step"]
+    for l in open(killed / "metrics.jsonl")
+    if json.loads(l)["kind"] == "train"
+  ]
   assert steps_logged == list(range(25, steps + 1, 25))
 
 
@@ -111,9 +139,11 @@ def test_corrupt_latest_checkpoint_names_the_previous_one(data_dir, tmp_path):
     for f in files:
       with open(os.path.join(root, f), "wb") as fh:
         fh.write(b"\x00garbage")
-  with pytest.raises(train.CorruptCheckpointError,
-                     match=r"latest checkpoint \(step 20\).*corrupt.*step 10, is available.*"
-                           r"checkpoint.restore_step=10") as info:
+  with pytest.raises(
+    train.CorruptCheckpointError,
+    match=r"latest checkpoint \(step 20\).*corrupt.*step 10, is available.*"
+    r"checkpoint.restore_step=10",
+  ) as info:
     train.train_and_evaluate(c, str(workdir), progress=False)
   assert info.value.previous == 10
   c10 = configs.apply_overrides(c, ["checkpoint.restore_step=10", "num_train_steps=12"])
@@ -123,20 +153,26 @@ def test_corrupt_latest_checkpoint_names_the_previous_one(data_dir, tmp_path):
 
 def test_checkpoint_of_another_model_is_refused(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(_config(data_dir, "num_train_steps=2", "checkpoint.every=2"), workdir,
-                           progress=False)
+  train.train_and_evaluate(
+    _config(data_dir, "num_train_steps=2", "checkpoint.every=2"), workdir, progress=False
+  )
   other = _config(data_dir, "num_train_steps=2", "model.name=resnet18")
-  with pytest.raises(train.CheckpointError, match="written for model='small_cnn'.*model='resnet18'"):
+  with pytest.raises(
+    train.CheckpointError, match="written for model='small_cnn'.*model='resnet18'"
+  ):
     train.train_and_evaluate(other, workdir, progress=False)
 
 
-@pytest.mark.parametrize("override,match", [
+@pytest.mark.parametrize(
+  "override,match",
+  [
     ("model.name=resnet9000", "unknown model 'resnet9000'; known: .*small_cnn"),
     ("dataset.name=mnist", "unknown dataset 'mnist'; known: .*cluttered_digits"),
     ("optimizer.name=lion", "unknown optimizer.name 'lion'"),
     ("batch_size=12", "batch_size=12 must be divisible by the 8 devices"),
     ("dataset.label_randomization=shuffle", "unknown dataset.label_randomization"),
-])
+  ],
+)
 def test_bad_config_fails_before_writing_anything(data_dir, tmp_path, override, match):
   workdir = tmp_path / "never"
   with pytest.raises(ValueError, match=match):

@@ -11,9 +11,18 @@ from jaxsal import models, parallel, train
 
 
 def _opt(**kw):
-  base = dict(name="sgd", learning_rate=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
-              schedule="constant", warmup_steps=0, decay_every_steps=0, decay_factor=0.1,
-              grad_clip_norm=0.0)
+  base = dict(
+    name="sgd",
+    learning_rate=0.1,
+    momentum=0.0,
+    nesterov=False,
+    weight_decay=0.0,
+    schedule="constant",
+    warmup_steps=0,
+    decay_every_steps=0,
+    decay_factor=0.1,
+    grad_clip_norm=0.0,
+  )
   base.update(kw)
   return ml_collections.ConfigDict(base)
 
@@ -35,8 +44,9 @@ def test_sgd_weight_decay_is_added_to_the_gradient_like_pytorch():
   st = tx.init(p)
   u, st = tx.update(g, st, p)
   # PyTorch SGD: d = g + wd * p; buf = d; update = -lr * d
-  np.testing.assert_allclose(u["w"], -0.1 * (np.array([0.5, 0.5]) + 0.1 * np.array([1.0, -2.0])),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    u["w"], -0.1 * (np.array([0.5, 0.5]) + 0.1 * np.array([1.0, -2.0])), rtol=1e-6
+  )
   u2, _ = tx.update(g, st, p)
   d = np.array([0.5, 0.5]) + 0.1 * np.array([1.0, -2.0])
   np.testing.assert_allclose(u2["w"], -0.1 * (0.9 * d + d), rtol=1e-6)
@@ -57,8 +67,12 @@ def test_train_step_matches_a_hand_computed_sgd_step():
   new, metrics = train.make_train_step(model, tx)(state, batch)
   assert int(new.step) == 1
   assert float(metrics["loss"]) == pytest.approx(float(loss(state.params)), rel=1e-6)
-  jax.tree.map(lambda p, g, q: np.testing.assert_allclose(q, p - 0.5 * g, rtol=1e-5, atol=1e-7),
-               state.params, grads, new.params)
+  jax.tree.map(
+    lambda p, g, q: np.testing.assert_allclose(q, p - 0.5 * g, rtol=1e-5, atol=1e-7),
+    state.params,
+    grads,
+    new.params,
+  )
 
 
 def test_eval_step_ignores_padding():
@@ -79,22 +93,33 @@ def test_resnet50_train_step_sharded_over_eight_devices():
   model = models.get_model("resnet50", num_classes=10)
   tx = optax.sgd(0.1, momentum=0.9)
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  state = jax.jit(lambda k: train.create_train_state(model, tx, k, (1, 32, 32, 3)),
-                  out_shardings=repl)(jax.random.key(0))
+  state = jax.jit(
+    lambda k: train.create_train_state(model, tx, k, (1, 32, 32, 3)), out_shardings=repl
+  )(jax.random.key(0))
   rng = np.random.default_rng(0)
-  batch = parallel.shard_batch({"image": rng.standard_normal((8, 32, 32, 3), dtype=np.float32),
-                                "label": rng.integers(0, 10, 8).astype(np.int32)}, mesh)
+  batch = parallel.shard_batch(
+    {
+      "image": rng.standard_normal((8, 32, 32, 3), dtype=np.float32),
+      "label": rng.integers(0, 10, 8).astype(np.int32),
+    },
+    mesh,
+  )
   before = jax.device_get(state.params["conv1"]["kernel"]) if "conv1" in state.params else None
   old_stats = jax.device_get(state.model_state["batch_stats"])
-  step = jax.jit(train.make_train_step(model, tx), in_shardings=(repl, data),
-                 out_shardings=(repl, repl), donate_argnums=(0,))
+  step = jax.jit(
+    train.make_train_step(model, tx),
+    in_shardings=(repl, data),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
   new, metrics = step(state, batch)
   assert np.isfinite(float(metrics["loss"]))
   assert int(new.step) == 1
   leaves = jax.tree.leaves(new.params)
   assert all(l.sharding.is_fully_replicated and len(l.sharding.device_set) == 8 for l in leaves)
-  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), old_stats,
-                         jax.device_get(new.model_state["batch_stats"]))
+  changed = jax.tree.map(
+    lambda a, b: not np.allclose(a, b), old_stats, jax.device_get(new.model_state["batch_stats"])
+  )
   assert all(jax.tree.leaves(changed))  # every BatchNorm saw the (global) batch
   if before is not None:
     assert not np.allclose(before, jax.device_get(new.params["conv1"]["kernel"]))

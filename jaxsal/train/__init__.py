@@ -13,7 +13,6 @@ from jaxsal.train._logging import MetricWriter
 from jaxsal.train._loop import (
   evaluate,
   load_classifier,
-  prepare_workdir,
   train_and_evaluate,
   validate_config,
 )
@@ -30,6 +29,7 @@ from jaxsal.train._masker_step import (
   make_masker_step,
 )
 from jaxsal.train._optim import make_optimizer, make_schedule
+from jaxsal.train._setup import prepare_workdir
 from jaxsal.train._state import (
   TrainState,
   create_train_state,

@@ -40,9 +40,15 @@ class Checkpoints:
       a process killed mid-write leaves no half checkpoint behind.
 
   Example:
-    >>> ckpt = Checkpoints('/tmp/run/checkpoints', every=100, keep=3)
+    >>> import tempfile, jax.numpy as jnp
+    >>> ckpt = Checkpoints(tempfile.mkdtemp(), every=100, keep=3, use_async=False)
+    >>> state = {'w': jnp.arange(3.0)}
     >>> ckpt.save(100, state, meta={'model': 'small_cnn'})
+    True
     >>> state, meta = ckpt.restore(state)
+    >>> meta, state['w'].tolist()
+    ({'model': 'small_cnn'}, [0.0, 1.0, 2.0])
+    >>> ckpt.close()
   """
 
   def __init__(self, directory: str, *, every: int = 1, keep: int = 3, use_async: bool = True):

@@ -1,17 +1,14 @@
 """Training the inpainting VAE that reconstructions sample from, and loading it back.
 
-The same shape as the other loops: the config is checked before anything is
-written, the step is jitted with replicated parameters and the batch sharded
-over ``data``, orbax checkpoints every ``checkpoint.every`` steps, and a
-killed run started again with the same command resumes from the latest
-checkpoint. Each step's training masks and reparameterisation noise come
+The config is checked before anything is written; the VAE's state, step,
+evaluation and ``generator.json`` go to ``_setup.run_training`` (replicated
+parameters, the batch sharded over ``data``, checkpoints, resume), and
+``load_generator`` reads it back with ``_setup.restore_on_host``. Each step's training masks and reparameterisation noise come
 from ``fold_in(key(seed), step)``, so 1 and 8 devices take the same steps.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import flax
@@ -21,13 +18,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxsal import parallel
 from jaxsal._checks import check_positive_int
-from jaxsal.train._checkpoint import Checkpoints
-from jaxsal.train._logging import MetricWriter
-from jaxsal.train._loop import _devices, prepare_workdir
 from jaxsal.train._optim import make_optimizer
-from jaxsal.train._runner import restore, run_steps, write_config, write_eval
+from jaxsal.train._runner import write_eval
+from jaxsal.train._setup import (
+  Run,
+  Task,
+  check_run_config,
+  load_sources,
+  restore_on_host,
+  run_training,
+)
 
 
 @flax.struct.dataclass
@@ -50,22 +51,12 @@ def validate_generator_config(config) -> None:
   from jaxsal._checks import check_choice
 
   check_choice(config.dataset.name, "dataset.name", data.DATASETS)
-  for key in (
-    "batch_size",
-    "num_train_steps",
-    "log_every",
-    "eval_every",
-    "eval_num_images",
-    "eval_batch_size",
-  ):
-    check_positive_int(config[key], key)
+  check_run_config(config, ("eval_num_images",))
   check_positive_int(config.model.latent_dim, "model.latent_dim")
   if not config.model.widths:
     raise ValueError("model.widths must name at least one stage width; got ()")
   for w in config.model.widths:
     check_positive_int(w, "model.widths[i]")
-  check_positive_int(config.checkpoint.every, "checkpoint.every")
-  check_positive_int(config.checkpoint.keep, "checkpoint.keep")
   if isinstance(config.free_bits, bool) or not float(config.free_bits) >= 0:
     raise ValueError(f"free_bits must be a number >= 0; got {config.free_bits!r}")
   if not 0.0 < float(config.max_area) <= 1.0:
@@ -165,7 +156,8 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
     progress: progress bars on the first host.
 
   Returns:
-    A dict with ``generator`` (a ``models.vae.Generator``), ``state``,
+    A dict with ``generator`` (the ``models.vae.Generator`` that
+    ``load_generator(workdir)`` returns, parameters on the host), ``state``,
     ``history``, ``eval`` (negative ELBO in nats per image on test images
     with fixed random masks), ``restored_step``, ``mesh`` and ``workdir``.
 
@@ -173,22 +165,22 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
     ValueError: a bad config or an unwritable workdir, before anything is written.
 
   Example:
+    >>> import tempfile
     >>> from jaxsal import configs, train
-    >>> out = train.train_generator(configs.get_config('generator_digits:test'), '/tmp/vae')
+    >>> out = train.train_generator(
+    ...     configs.get_config('generator_digits:test'), tempfile.mkdtemp(), progress=False)
     >>> out['eval']['loss'] > 0
     True
   """
-  from jaxsal import data
+  validate_generator_config(config)
+  return run_training(config, workdir, _generator_task(config), progress=progress)
+
+
+def _generator_task(config) -> Task:
+  """The VAE's part of ``run_training``: its state, step, evaluation and ``generator.json``."""
   from jaxsal.models.vae import Generator
 
-  validate_generator_config(config)
-  d = config.dataset
-  train_source = data.load_source(
-    d.name, d.train_split, config=d.get("config", None), data_dir=d.get("data_dir", None)
-  )
-  eval_source = data.load_source(
-    d.name, d.eval_split, config=d.get("config", None), data_dir=d.get("data_dir", None)
-  )
+  train_source, eval_source = load_sources(config.dataset)
   image_shape = tuple(np.asarray(train_source[0]["image"]).shape)
   stride = 2 ** (len(config.model.widths) + 1)
   if image_shape[0] % stride or image_shape[1] % stride:
@@ -196,145 +188,98 @@ def train_generator(config, workdir: str, *, progress: bool = True) -> dict[str,
       f"the {image_shape[0]}x{image_shape[1]} images must be multiples of "
       f"2 ** (len(model.widths) + 1) = {stride}"
     )
-  mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
-  width = mesh.shape[parallel.DATA_AXIS]
-  for key in ("batch_size", "eval_batch_size"):
-    if config[key] % width:
-      raise ValueError(
-        f"{key}={config[key]} must be divisible by the {width} devices "
-        f"of the mesh's {parallel.DATA_AXIS!r} axis"
-      )
-  workdir = prepare_workdir(workdir)
 
-  module = _module(config.model, image_shape[-1])
-  total = int(config.num_train_steps)
-  tx = make_optimizer(config.optimizer, total)
-  repl = parallel.replicated(mesh)
-  state = jax.jit(lambda k: _init_state(module, tx, k, image_shape), out_shardings=repl)(
-    jax.random.key(config.seed)
-  )
-  is_main = jax.process_index() == 0
-  writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
-  ckpt = Checkpoints(
-    os.path.join(workdir, "checkpoints"),
-    every=config.checkpoint.every,
-    keep=config.checkpoint.keep,
-    use_async=config.checkpoint.use_async,
-  )
-  meta = {
-    "kind": "generator",
-    "latent_dim": int(config.model.latent_dim),
-    "widths": [int(w) for w in config.model.widths],
-    "image_shape": list(image_shape),
-  }
-  state, restored_step = restore(
-    ckpt,
-    state,
-    config,
-    meta=meta,
-    expect=("kind", "latent_dim", "widths", "image_shape"),
-    writer=writer,
-    what="generator",
-  )
-  write_config(workdir, config)
-  if is_main:
-    with open(os.path.join(workdir, "generator.json"), "w") as f:
-      json.dump(meta, f, indent=2)
+  def build(mesh, workdir: str) -> Run:
+    module = _module(config.model, image_shape[-1])
+    tx = make_optimizer(config.optimizer, int(config.num_train_steps))
+    max_area = float(config.max_area)
+    sums = _eval_sums(module, seed=int(config.seed), max_area=max_area)
+    meta = {
+      "kind": "generator",
+      "latent_dim": int(config.model.latent_dim),
+      "widths": [int(w) for w in config.model.widths],
+      "image_shape": list(image_shape),
+    }
 
-  max_area = float(config.max_area)
-  step_fn = jax.jit(
-    make_generator_step(
-      module, tx, seed=int(config.seed), max_area=max_area, free_bits=float(config.free_bits)
-    ),
-    in_shardings=(repl, parallel.batch_sharding(mesh)),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
-  )
-  sums = _eval_sums(module, seed=int(config.seed), max_area=max_area)
-  run_eval = lambda st: _evaluate(
-    sums,
-    st.params,
-    eval_source,
-    num_images=int(config.eval_num_images),
-    batch_size=int(config.eval_batch_size),
-  )
-  start = int(jax.device_get(state.step))
-  batches = data.make_batches(
-    train_source,
-    batch_size=config.batch_size,
-    seed=config.seed,
-    shuffle=True,
-    num_epochs=None,
-    drop_remainder=True,
-    start_step=start,
-  )
-  prepare = lambda raw: parallel.shard_batch({"image": np.asarray(raw["image"], np.float32)}, mesh)
-  state, history, last_eval = run_steps(
-    state=state,
-    step_fn=step_fn,
-    batches=batches,
-    prepare=prepare,
-    start=start,
-    total=total,
-    log_every=int(config.log_every),
-    eval_every=int(config.eval_every),
-    writer=writer,
-    ckpt=ckpt,
-    meta=meta,
-    evaluate=run_eval,
+    def finish(out: dict) -> dict:
+      result = write_eval(out["workdir"], out["eval"])
+      return {
+        **out,
+        "eval": result,
+        "generator": Generator(module, jax.device_get(out["state"].params)),
+      }
+
+    return Run(
+      init=lambda k: _init_state(module, tx, k, image_shape),
+      init_args=(),
+      step=make_generator_step(
+        module, tx, seed=int(config.seed), max_area=max_area, free_bits=float(config.free_bits)
+      ),
+      evaluate=lambda st: _evaluate(
+        sums,
+        st.params,
+        eval_source,
+        num_images=int(config.eval_num_images),
+        batch_size=int(config.eval_batch_size),
+      ),
+      meta=meta,
+      expect=("kind", "latent_dim", "widths", "image_shape"),
+      finish=finish,
+      files={"generator.json": meta},
+    )
+
+  return Task(
     desc="generator",
-    progress=progress,
+    what="generator",
+    source=train_source,
+    host_batch=lambda raw: {"image": np.asarray(raw["image"], np.float32)},
+    build=build,
     postfix=lambda m: {"nll": f"{m['train_nll']:.1f}", "kl": f"{m['train_kl']:.1f}"},
     eval_line=lambda done, ev: (
       f"step {done}: test -ELBO {ev['loss']:.1f} nats/image "
       f"(NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}; {ev['count']} images)"
     ),
   )
-  result = write_eval(workdir, last_eval)
-  return {
-    "generator": Generator(module, jax.device_get(state.params)),
-    "state": state,
-    "history": history,
-    "eval": result,
-    "restored_step": restored_step,
-    "mesh": mesh,
-    "workdir": workdir,
-  }
 
 
 def load_generator(workdir: str):
-  """The trained ``models.vae.Generator`` in ``workdir`` (its latest checkpoint).
+  """The trained ``models.vae.Generator`` in ``workdir`` (its latest checkpoint), on the host.
+
+  Args:
+    workdir: a directory written by ``jaxsal train-generator``
+      (``generator.json``, ``config.json`` and ``checkpoints/``).
+
+  Returns:
+    A ``jaxsal.models.vae.Generator`` (the module and its parameters).
 
   Raises:
     FileNotFoundError: ``workdir`` holds no trained generator (the message
-      says how to train one).
+      names the path and says how to train one).
+    jaxsal.train.CheckpointError: the checkpoint is not a generator's.
+
+  Example:
+    >>> load_generator('/nonexistent/gen')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no generative model in '/nonexistent/gen' ...
   """
   from jaxsal.models.vae import Generator
 
-  path = os.path.abspath(os.path.expanduser(workdir))
-  meta_path = os.path.join(path, "generator.json")
-  ckpt_dir = os.path.join(path, "checkpoints")
-  how = f"train one first: jaxsal train-generator --config generator_digits --workdir {workdir}"
-  if not os.path.isfile(meta_path) or not os.path.isdir(ckpt_dir):
-    raise FileNotFoundError(
-      f"no generative model in {path!r} (no generator.json and checkpoints there); {how}"
-    )
-  with open(meta_path) as f:
-    meta = json.load(f)
-  with open(os.path.join(path, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  shape = tuple(meta["image_shape"])
-  module = _module(meta, shape[-1])
-  # The optimizer of the run, so that the checkpoint's tree matches.
-  tx = make_optimizer(config.optimizer, int(config.num_train_steps))
-  abstract = jax.eval_shape(lambda k: _init_state(module, tx, k, shape), jax.random.key(0))
-  ckpt = Checkpoints(ckpt_dir, every=1, keep=1_000_000, use_async=False)
-  try:
-    restored = ckpt.restore(abstract, expect_meta={"kind": "generator"})
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(
-      f"no generative model in {path!r}: it has no finished checkpoint; {how}"
-    )
-  return Generator(module, restored[0].params)
+  def target(files: dict):
+    meta = files["generator.json"]
+    config = ml_collections.ConfigDict(files["config.json"])
+    shape = tuple(meta["image_shape"])
+    module = _module(meta, shape[-1])
+    # The optimizer of the run, so that the checkpoint's tree matches.
+    tx = make_optimizer(config.optimizer, int(config.num_train_steps))
+    abstract = jax.eval_shape(lambda k: _init_state(module, tx, k, shape), jax.random.key(0))
+    return abstract, {"kind": "generator"}, module
+
+  state, module = restore_on_host(
+    workdir,
+    what="generative model",
+    how=f"train one first: jaxsal train-generator --config generator_digits --workdir {workdir}",
+    files=("generator.json", "config.json"),
+    target=target,
+  )
+  return Generator(module, state.params)

@@ -1,7 +1,8 @@
-"""Masker training: FIX or CA, jit with shardings, checkpoints, resume, evaluation.
+"""Masker training: FIX or CA, its state, step and localisation evaluation.
 
-Every host runs the same ``train_masker(config, workdir)``. The config is
-checked before anything is written; the classifier comes from its own
+Every host runs the same ``train_masker(config, workdir)``. The config (the
+classifier's with it, once) is checked before anything is written; the
+masker's task goes to ``_setup.run_training``; the classifier comes from its own
 workdir (trained there first if it has no checkpoint); a killed run started
 again with the same command resumes from the latest checkpoint and ends
 with the same parameters as an uninterrupted run.
@@ -16,21 +17,13 @@ import jax
 import numpy as np
 import optax
 
-from jaxsal import parallel
 from jaxsal._checks import check_choice, check_positive_int
-from jaxsal.train._checkpoint import Checkpoints
-from jaxsal.train._logging import MetricWriter
-from jaxsal.train._loop import (
-  _devices,
-  _normalizer,
-  _transforms,
-  prepare_workdir,
-  train_and_evaluate,
-  validate_config,
-)
+from jaxsal.train._inputs import classifier_inputs
+from jaxsal.train._loop import classifier_model, classifier_task, validate_config
 from jaxsal.train._masker_step import INFILLS, create_masker_state, make_mask_fn, make_masker_step
 from jaxsal.train._optim import OPTIMIZERS, SCHEDULES, make_optimizer
-from jaxsal.train._runner import restore, run_steps, write_config, write_eval
+from jaxsal.train._runner import write_eval
+from jaxsal.train._setup import Run, Task, check_run_config, run_training
 from jaxsal.train._wsol_eval import evaluate_localization
 
 MODES = ("fix", "ca")
@@ -61,18 +54,7 @@ def validate_masker_config(config) -> None:
     value = config.objective[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
       raise ValueError(f"objective.{name} must be a number >= 0; got {value!r}")
-  for key in (
-    "batch_size",
-    "num_train_steps",
-    "log_every",
-    "eval_every",
-    "eval_num_images",
-    "eval_batch_size",
-    "pool_every",
-  ):
-    check_positive_int(config[key], key)
-  check_positive_int(config.checkpoint.every, "checkpoint.every")
-  check_positive_int(config.checkpoint.keep, "checkpoint.keep")
+  check_run_config(config, ("eval_num_images", "pool_every"))
   if not 0.0 <= float(config.historic_prob) <= 1.0:
     raise ValueError(f"historic_prob must be in [0, 1]; got {config.historic_prob!r}")
   for key in ("few_shot", "pool_size"):
@@ -98,11 +80,11 @@ def validate_masker_config(config) -> None:
 
 
 def _classifier_model(config):
-  from jaxsal import data, models
+  from jaxsal import data
 
   c = config.classifier
   info = data.dataset_info(c.dataset.name, c.dataset.get("config", None))
-  return models.get_model(c.model.name, num_classes=info["num_classes"], **dict(c.model.kwargs))
+  return classifier_model(c, int(info["num_classes"]))
 
 
 def make_masker(config):
@@ -138,8 +120,9 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
     A dict with ``state`` (the final ``MaskerTrainState``), ``history``,
     ``eval`` (the localisation metrics of the last evaluation),
     ``classifier_eval`` (the original classifier's test accuracy),
-    ``restored_step``, ``mesh``, ``workdir``, and the ``masker`` and
-    ``classifier`` modules.
+    ``restored_step``, ``mesh``, ``workdir``, the ``masker`` and
+    ``classifier`` modules, and ``original``: the classifier as trained, as
+    ``(apply_fn, params)`` (what the maps are scored against).
 
   Raises:
     ValueError: a bad config (an unknown tap, a few-shot k larger than a
@@ -147,144 +130,127 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
       written into ``workdir``.
 
   Example:
+    >>> import tempfile
     >>> from jaxsal import configs, train
-    >>> out = train.train_masker(configs.get_config('masker_digits:test'), '/tmp/masker')
+    >>> out = train.train_masker(
+    ...     configs.get_config('masker_digits:test'), tempfile.mkdtemp(), progress=False)
     >>> out['eval']['le'] <= 1.0
     True
   """
-  from jaxsal import data, models
-
   validate_masker_config(config)
+  return run_training(config, workdir, _masker_task(config, progress=progress), progress=progress)
+
+
+def _masker_task(config, *, progress: bool) -> Task:
+  """The masker's part of ``run_training``; its ``build`` trains (or restores) the classifier."""
+  from jaxsal import data
+
   cc = config.classifier
-  info = data.dataset_info(cc.dataset.name, cc.dataset.get("config", None))
-  train_source = data.load_source(
-    cc.dataset.name,
-    cc.dataset.train_split,
-    config=cc.dataset.get("config", None),
-    data_dir=cc.dataset.get("data_dir", None),
-  )
-  eval_source = data.load_source(
-    cc.dataset.name,
-    cc.dataset.eval_split,
-    config=cc.dataset.get("config", None),
-    data_dir=cc.dataset.get("data_dir", None),
-  )
+  inputs = classifier_inputs(cc)
+  # The classifier's task is made now, so that its errors come before anything is written.
+  clf_task = classifier_task(cc, inputs)
+  eval_source, image_shape = inputs.eval_source, inputs.image_shape
   # Localisation needs ground-truth boxes and masks (cluttered_digits has
   # them; tfds ImageNet does not, and then evaluation is skipped).
   has_truth = all(key in eval_source[0] for key in ("box", "mask"))
+  train_source = inputs.train_source
   if config.few_shot:
     train_source = data.FewShotSource(train_source, int(config.few_shot), seed=int(config.seed))
-
-  train_pre, _, image_shape = _transforms(cc, info)
   masker = make_masker(config)
   if image_shape[0] % masker.mask_scale or image_shape[1] % masker.mask_scale:
     raise ValueError(
       f"the {image_shape[0]}x{image_shape[1]} inputs must be multiples of "
       f"masker.mask_scale={masker.mask_scale}"
     )
-  mesh = parallel.make_mesh(dict(config.mesh.shape), devices=_devices(config))
-  width = mesh.shape[parallel.DATA_AXIS]
-  if config.batch_size % width:
-    raise ValueError(
-      f"batch_size={config.batch_size} must be divisible by the {width} devices "
-      f"of the mesh's {parallel.DATA_AXIS!r} axis"
-    )
-  workdir = prepare_workdir(workdir)
-
-  # The classifier: restored (or trained) in its own workdir.
-  trained = train_and_evaluate(cc, classifier_workdir(config, workdir), progress=progress)
-  classifier = _classifier_model(config)
-  clf_variables = jax.device_get(trained["state"].variables)
-  original_apply, original_params = models.from_linen(classifier, clf_variables)
-  normalize = _normalizer(cc, image_shape[-1])
   mean = np.asarray(cc.dataset.mean, np.float32)
   std = np.asarray(cc.dataset.std, np.float32)
   normalize_images = lambda im: (np.asarray(im, np.float32) - mean) / std
 
-  total = int(config.num_train_steps)
-  masker_tx = _optimizer(config.masker_optimizer, total)
-  train_classifier = config.mode == "ca"
-  clf_tx = (
-    _optimizer(config.classifier_optimizer, total) if train_classifier else optax.set_to_zero()
-  )
-  repl = parallel.replicated(mesh)
-  batch_sh = parallel.batch_sharding(mesh)
-  pool_size = int(config.pool_size) if train_classifier else 0
-  init = jax.jit(
-    lambda k, v: create_masker_state(
-      masker, masker_tx, classifier, v, clf_tx, k, (1,) + tuple(image_shape), pool_size=pool_size
-    ),
-    out_shardings=repl,
-  )
-  state = init(jax.random.key(config.seed), clf_variables)
+  def build(mesh, workdir: str) -> Run:
+    # The classifier: restored (or trained) in its own workdir; its config was
+    # validated with the masker's.
+    trained = run_training(cc, classifier_workdir(config, workdir), clf_task, progress=progress)
+    classifier = trained["model"]
+    clf_variables = jax.device_get(trained["state"].variables)
+    original_apply, original_params = trained["apply_fn"], trained["params"]
 
-  is_main = jax.process_index() == 0
-  writer = MetricWriter(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
-  ckpt = Checkpoints(
-    os.path.join(workdir, "checkpoints"),
-    every=config.checkpoint.every,
-    keep=config.checkpoint.keep,
-    use_async=config.checkpoint.use_async,
-  )
-  meta = {
-    "kind": "masker",
-    "model": cc.model.name,
-    "mode": config.mode,
-    "layers": list(config.masker.layers),
-    "image_shape": list(image_shape),
-  }
-  state, restored_step = restore(
-    ckpt,
-    state,
-    config,
-    meta=meta,
-    expect=("kind", "model", "mode", "layers"),
-    writer=writer,
-    what="masker",
-  )
-  write_config(workdir, config)
+    total = int(config.num_train_steps)
+    masker_tx = _optimizer(config.masker_optimizer, total)
+    train_classifier = config.mode == "ca"
+    clf_tx = (
+      _optimizer(config.classifier_optimizer, total) if train_classifier else optax.set_to_zero()
+    )
+    pool_size = int(config.pool_size) if train_classifier else 0
+    o = config.objective
+    step = make_masker_step(
+      classifier,
+      masker,
+      masker_tx,
+      clf_tx,
+      train_classifier=train_classifier,
+      objective=o.name,
+      lam_in=float(o.lam_in),
+      lam_out=float(o.lam_out),
+      lam_tv=float(o.lam_tv),
+      tv_counted_twice=bool(o.tv_counted_twice),
+      historic_prob=float(config.historic_prob),
+      pool_size=pool_size,
+      pool_every=int(config.pool_every),
+      infill=o.infill,
+      blur_sigma=float(o.blur_sigma),
+      seed=int(config.seed),
+    )
+    mask_fn = make_mask_fn(classifier, masker)
 
-  o = config.objective
-  step_fn = make_masker_step(
-    classifier,
-    masker,
-    masker_tx,
-    clf_tx,
-    train_classifier=train_classifier,
-    objective=o.name,
-    lam_in=float(o.lam_in),
-    lam_out=float(o.lam_out),
-    lam_tv=float(o.lam_tv),
-    tv_counted_twice=bool(o.tv_counted_twice),
-    historic_prob=float(config.historic_prob),
-    pool_size=pool_size,
-    pool_every=int(config.pool_every),
-    infill=o.infill,
-    blur_sigma=float(o.blur_sigma),
-    seed=int(config.seed),
-  )
-  train_step = jax.jit(
-    step_fn, in_shardings=(repl, batch_sh), out_shardings=(repl, repl), donate_argnums=(0,)
-  )
-  mask_fn = make_mask_fn(classifier, masker)
+    def eval_maps(x, label, st):
+      mask, logits = mask_fn(st, x)
+      return mask, (logits.argmax(-1) == label).astype(np.float32)
 
-  def eval_maps(x, label, st):
-    mask, logits = mask_fn(st, x)
-    return mask, (logits.argmax(-1) == label).astype(np.float32)
+    def run_eval(st):
+      if not has_truth:
+        return {"count": 0}
+      return evaluate_localization(
+        eval_maps,
+        eval_source,
+        maps_args=(st,),
+        batch_size=int(config.eval_batch_size),
+        normalize=normalize_images,
+        apply_fn=original_apply,
+        params=original_params,
+        num_images=int(config.eval_num_images),
+        progress=False,
+      )
 
-  def run_eval(st):
-    if not has_truth:
-      return {"count": 0}
-    return evaluate_localization(
-      eval_maps,
-      eval_source,
-      maps_args=(st,),
-      batch_size=int(config.eval_batch_size),
-      normalize=normalize_images,
-      apply_fn=original_apply,
-      params=original_params,
-      num_images=int(config.eval_num_images),
-      progress=False,
+    def finish(out: dict) -> dict:
+      classifier_eval = trained["eval"]
+      result = write_eval(
+        out["workdir"], out["eval"], classifier_accuracy=float(classifier_eval["eval_accuracy"])
+      )
+      return {
+        **out,
+        "eval": result,
+        "classifier_eval": classifier_eval,
+        "masker": masker,
+        "classifier": classifier,
+        "original": (original_apply, original_params),
+      }
+
+    return Run(
+      init=lambda k, v: create_masker_state(
+        masker, masker_tx, classifier, v, clf_tx, k, (1,) + tuple(image_shape), pool_size=pool_size
+      ),
+      init_args=(clf_variables,),
+      step=step,
+      evaluate=run_eval,
+      meta={
+        "kind": "masker",
+        "model": cc.model.name,
+        "mode": config.mode,
+        "layers": list(config.masker.layers),
+        "image_shape": list(image_shape),
+      },
+      expect=("kind", "model", "mode", "layers"),
+      finish=finish,
     )
 
   def eval_line(done, ev):
@@ -296,53 +262,18 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
       f"accuracy {ev['accuracy']:.3f} ({ev['count']} images)"
     )
 
-  start = int(jax.device_get(state.step))
-  batches = data.make_batches(
-    train_source,
-    batch_size=config.batch_size,
-    seed=config.seed,
-    shuffle=True,
-    num_epochs=None,
-    drop_remainder=True,
-    start_step=start,
-    preprocess=train_pre,
-  )
-  prepare = lambda raw: parallel.shard_batch(
-    normalize({"image": raw["image"], "label": raw["label"]}), mesh
-  )
-  state, history, last_eval = run_steps(
-    state=state,
-    step_fn=train_step,
-    batches=batches,
-    prepare=prepare,
-    start=start,
-    total=total,
-    log_every=int(config.log_every),
-    eval_every=int(config.eval_every),
-    writer=writer,
-    ckpt=ckpt,
-    meta=meta,
-    evaluate=run_eval,
+  return Task(
     desc=f"masker {config.mode}",
-    progress=progress,
+    what="masker",
+    source=train_source,
+    host_batch=inputs.normalize,
+    build=build,
     postfix=lambda m: {
       "loss": f"{m['train_masker_loss']:.3f}",
       "area": f"{m['train_mask_area']:.3f}",
     },
     eval_line=eval_line,
+    preprocess=inputs.train_pre,
+    # Only the training batch is sharded: localisation is evaluated on the host.
+    sharded=("batch_size",),
   )
-  result = write_eval(
-    workdir, last_eval, classifier_accuracy=float(trained["eval"]["eval_accuracy"])
-  )
-  return {
-    "state": state,
-    "history": history,
-    "eval": result,
-    "classifier_eval": trained["eval"],
-    "restored_step": restored_step,
-    "mesh": mesh,
-    "workdir": workdir,
-    "masker": masker,
-    "classifier": classifier,
-    "original": (original_apply, original_params),
-  }

@@ -66,7 +66,13 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
     ``fn(apply_fn, params, x, **kw) -> [K, B, H, W, C]``.
 
   Example:
-    >>> maps = for_classes(gradient, [3, 5])(apply_fn, params, x)   # [2, B, H, W, C]
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import for_classes, gradient
+    >>> w = jnp.arange(64 * 3.0).reshape(64, 3)  # a linear model on 8x8 grey images, 3 classes
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> maps = for_classes(gradient, [0, 2])(apply_fn, w, jnp.ones((4, 8, 8, 1)))
+    >>> maps.shape, bool(jnp.allclose(maps[1, 3].ravel(), w[:, 2]))
+    ((2, 4, 8, 8, 1), True)
   """
 
   @functools.wraps(method)

@@ -59,7 +59,15 @@ def competition_from_maps(maps: jax.Array, *, per: str = "pixel") -> jax.Array:
     Gupta & Arora, "A Simple Saliency Method That Passes the Sanity Checks", 2019.
 
   Example:
-    >>> comp = competition_from_maps(all_classes(gradient_x_input)(apply_fn, params, x))
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import all_classes, competition_from_maps, gradient_x_input
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([jnp.ones(64), 2 * left], axis=1)  # class 1 weighs the left half twice
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> comp = competition_from_maps(all_classes(gradient_x_input)(apply_fn, w, x))
+    >>> comp.shape, comp.sum((2, 3, 4)).tolist()  # class 0 keeps the right half only
+    ((2, 2, 8, 8, 1), [[32.0, 32.0], [64.0, 64.0]])
   """
   _checks.check_choice(per, "per", PER)
   if maps.ndim != 5:
@@ -129,7 +137,15 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
     Gupta & Arora, "A Simple Saliency Method That Passes the Sanity Checks", 2019.
 
   Example:
-    >>> maps = competition(integrated_gradients)(apply_fn, params, x, target, steps=32)
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import competition, integrated_gradients
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([jnp.ones(64), 2 * left], axis=1)  # class 1 weighs the left half twice
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> maps = competition(integrated_gradients)(apply_fn, w, x, jnp.array([0, 1]), steps=4)
+    >>> maps.sum((1, 2, 3)).round(3).tolist()  # class 0 loses the left half to class 1
+    [32.0, 64.0]
   """
   _checks.check_choice(per, "per", PER)
   if chunk_size is not None:
@@ -216,7 +232,17 @@ def cgi(
     Gupta & Arora, "A Simple Saliency Method That Passes the Sanity Checks", 2019.
 
   Example:
-    >>> maps = cgi(apply_fn, params, x, jnp.array([3, 1]))
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import cgi
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([jnp.ones(64), 2 * left], axis=1)  # class 1 weighs the left half twice
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> maps = cgi(apply_fn, w, x, jnp.array([0, 1]))
+    >>> maps[0, 0, :, 0].tolist()  # class 0 wins only the right half of a row
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    >>> maps.sum((1, 2, 3)).tolist()
+    [32.0, 64.0]
   """
   del key
   return competition(gradient_x_input, per=per, chunk_size=chunk_size)(apply_fn, params, x, target)

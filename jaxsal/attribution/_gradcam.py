@@ -112,8 +112,16 @@ def gradcam(
     Gradient-based Localization", 2017.
 
   Example:
-    >>> apply_fn, params = jaxsal.models.from_linen(SmallCNN(), variables)
-    >>> maps = gradcam(apply_fn, params, x, y, layer='l4')
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import gradcam
+    >>> from jaxsal.models import SmallCNN, from_linen, init_model
+    >>> model = SmallCNN(num_classes=3, widths=(4, 4, 4, 4, 4))
+    >>> apply_fn, params = from_linen(model, init_model(model, jax.random.key(0), (1, 8, 8, 1)))
+    >>> x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    >>> explain = jax.jit(lambda x, t: gradcam(apply_fn, params, x, t, layer="l1"))  # l1: 2x2
+    >>> maps = explain(x, jnp.array([0, 2]))
+    >>> maps.shape, bool((maps >= 0).all())
+    ((2, 8, 8, 1), True)
   """
   del key
   check_choice(upsample, "upsample", UPSAMPLE)

@@ -31,7 +31,13 @@ def gradient(
     Simonyan, Vedaldi, Zisserman, "Deep Inside Convolutional Networks", 2014.
 
   Example:
-    >>> maps = gradient(apply_fn, params, x, jnp.array([3, 1]))
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import gradient
+    >>> w = jnp.arange(64 * 3.0).reshape(64, 3)  # a linear model on 8x8 grey images, 3 classes
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> maps = gradient(apply_fn, w, jnp.ones((2, 8, 8, 1)), jnp.array([2, 0]))
+    >>> maps.shape, bool(jnp.allclose(maps[0].ravel(), w[:, 2]))
+    ((2, 8, 8, 1), True)
   """
   del key
   x, target = check_inputs(apply_fn, params, x, target)

@@ -66,7 +66,14 @@ def guided_backprop(
     The All Convolutional Net", 2015.
 
   Example:
-    >>> maps = guided_backprop(apply_fn, params, x, jnp.array([3, 1]))
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import gradient, guided_backprop
+    >>> w = jnp.linspace(-1.0, 1.0, 64 * 3).reshape(64, 3)  # weights of both signs
+    >>> apply_fn = lambda w, x: jax.nn.relu(x.reshape(len(x), -1)) @ w
+    >>> x, t = jnp.ones((2, 8, 8, 1)), jnp.array([0, 1])
+    >>> maps = guided_backprop(apply_fn, w, x, t)  # negative gradients stop at the ReLU
+    >>> bool(jnp.allclose(maps, jax.nn.relu(gradient(apply_fn, w, x, t))))
+    True
   """
   del key
   x, target = check_inputs(apply_fn, params, x, target)

@@ -137,7 +137,17 @@ def integrated_gradients(
     Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
 
   Example:
-    >>> ig, delta = integrated_gradients(apply_fn, params, x, y, steps=128, return_delta=True)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import integrated_gradients
+    >>> w = jnp.arange(64 * 3.0).reshape(64, 3)  # a linear model on 8x8 grey images, 3 classes
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+    >>> ig, delta = integrated_gradients(apply_fn, w, x, jnp.array([2, 0]), steps=8,
+    ...                                  return_delta=True)
+    >>> bool(jnp.allclose(ig[0].ravel(), x[0].ravel() * w[:, 2]))  # x * w for a linear model
+    True
+    >>> bool(jnp.abs(delta).max() < 1e-3)  # completeness: the maps sum to the logit
+    True
   """
   del key
   x, target = check_inputs(apply_fn, params, x, target)

@@ -82,7 +82,17 @@ def meaningful_perturbation(
     Perturbation", 2017.
 
   Example:
-    >>> maps = meaningful_perturbation(apply_fn, params, x, y, steps=300)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import meaningful_perturbation
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([left, 1 - left], axis=1)  # class 0 sees the left half, class 1 the right
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+    >>> explain = jax.jit(lambda x, t: meaningful_perturbation(
+    ...     apply_fn, w, x, t, steps=5, mask_size=4, blur_sigma=1.0, return_loss=True))
+    >>> maps, loss = explain(x, jnp.array([0, 1]))  # one compiled call
+    >>> maps.shape, loss.shape, bool(((maps >= 0) & (maps <= 1)).all())
+    ((2, 8, 8, 1), (2,), True)
   """
   del key
   check_choice(mode, "mode", MODES)

@@ -118,7 +118,15 @@ def optimized_mask(
     Perturbation", 2017.
 
   Example:
-    >>> maps = optimized_mask(apply_fn, params, x, y, key=jax.random.key(0))
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import optimized_mask
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([left, 1 - left], axis=1)  # class 0 sees the left half, class 1 the right
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> maps = optimized_mask(apply_fn, w, jnp.ones((1, 8, 8, 1)), jnp.array([0]),
+    ...                       key=jax.random.key(0), steps=50, mask_scale=2, substrate="zeros")
+    >>> maps.shape, bool(maps[0, :, :4].mean() > maps[0, :, 4:].mean())  # keeps the left half
+    ((1, 8, 8, 1), True)
   """
   check_positive_int(steps, "steps")
   check_positive_int(mask_scale, "mask_scale")

@@ -53,8 +53,15 @@ def reconstruct(
     of Model Outcome", 2020 (abstract only; this is our reading).
 
   Example:
-    >>> gen = jaxsal.train.load_generator('runs/small_cnn/generator')
-    >>> samples = reconstruct(gen, x, keep_top(maps, 0.1), key=jax.random.key(0))
+    >>> import types, jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import reconstruct
+    >>> # A stand-in that fills with zeros; a trained one: jaxsal.train.load_generator(workdir).
+    >>> gen = types.SimpleNamespace(latent_dim=4, decode=lambda z, x, m: jnp.zeros_like(x))
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> keep = jnp.zeros((2, 8, 8)).at[:, :, :4].set(1.0)  # e.g. keep_top(maps, 0.5)
+    >>> samples = reconstruct(gen, x, keep, key=jax.random.key(0), num_samples=3)
+    >>> samples.shape, samples[0, 0, 0, :, 0].tolist()  # the kept half, then the generated
+    ((3, 2, 8, 8, 1), [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
   """
   if generator is None:
     raise ValueError(

@@ -138,7 +138,15 @@ def rise(
     Black-box Models", 2018.
 
   Example:
-    >>> maps = rise(apply_fn, params, x, y, key=jax.random.key(0), num_masks=2000)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import rise
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([left, 1 - left], axis=1)  # class 0 sees the left half, class 1 the right
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> maps = rise(apply_fn, w, jnp.ones((1, 8, 8, 1)), jnp.array([0]), key=jax.random.key(0),
+    ...             num_masks=200, grid_size=2, output="logits")
+    >>> maps.shape, bool(maps[0, :, :4].mean() > maps[0, :, 4:].mean())
+    ((1, 8, 8, 1), True)
   """
   x, target = check_inputs(apply_fn, params, x, target)
   return rise_for_classes(

@@ -66,8 +66,18 @@ def smoothgrad(
     Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017.
 
   Example:
-    >>> sg = smoothgrad(gradient, samples=50)
-    >>> maps = sg(apply_fn, params, x, y, key=jax.random.key(0))
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import gradient, smoothgrad
+    >>> w = jnp.arange(64 * 3.0).reshape(64, 3)  # a linear model on 8x8 grey images, 3 classes
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x, t = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1)), jnp.array([2, 0])
+    >>> sg = smoothgrad(gradient, samples=8)
+    >>> maps = sg(apply_fn, w, x, t, key=jax.random.key(1))
+    >>> bool(jnp.allclose(maps, gradient(apply_fn, w, x, t)))  # a linear model's gradient is flat
+    True
+    >>> vg = smoothgrad(gradient, samples=8, mode="vargrad")(apply_fn, w, x, t, key=jax.random.key(1))
+    >>> float(jnp.abs(vg).max()) < 1e-3
+    True
   """
   check_positive_int(samples, "samples")
   check_choice(mode, "mode", MODES)

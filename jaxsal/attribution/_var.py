@@ -75,7 +75,11 @@ def var_from_maps(
     reveal what is truly important for a prediction", 2025.
 
   Example:
-    >>> v = var_from_maps(for_classes(gradient, [3, 5, 8])(apply_fn, params, x), tau=0.1)
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import var_from_maps
+    >>> maps = jnp.array([[[1.0, 1.0]], [[1.0, 0.0]]])  # [K=2 classes, B=1, 2 pixels]
+    >>> var_from_maps(maps, tau=0.1).round(3).tolist()  # the shared pixel is dropped
+    [[[0.0, 1.0]], [[0.0, 0.0]]]
   """
   t = _check_temperature(temperature)
   tau = _check_tau(tau)
@@ -182,8 +186,18 @@ def var(
     reveal what is truly important for a prediction", 2025.
 
   Example:
-    >>> maps = var(integrated_gradients)(apply_fn, params, x, target, steps=128)
-    >>> cells = var(gradient_x_input, classes=grid_labels.T)(apply_fn, params, x, target)
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import gradient_x_input, var
+    >>> left = jnp.zeros((8, 8)).at[:, :4].set(1.0).reshape(64)
+    >>> w = jnp.stack([jnp.ones(64), 2 * left], axis=1)  # class 1 weighs the left half twice
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> x = jnp.ones((2, 8, 8, 1))
+    >>> maps = var(gradient_x_input, classes="all")(apply_fn, w, x, jnp.array([0, 1]))
+    >>> maps[0, 0, :, 0].round(3).tolist()  # class 0 is damped where class 1 is stronger
+    [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    >>> given = var(gradient_x_input, classes=jnp.array([0, 1]))  # the same, as a given set
+    >>> bool(jnp.allclose(given(apply_fn, w, x, jnp.array([0, 1])), maps))
+    True
   """
   _check_temperature(temperature)
   if tau is not None:

@@ -23,9 +23,11 @@ class FewShotSource:
       ``k`` examples (the message names the class and its count).
 
   Example:
-    >>> src = FewShotSource(load_source('cluttered_digits', 'train'), k=10, seed=0)
-    >>> len(src)
-    100
+    >>> from jaxsal.data import FewShotSource
+    >>> source = [{"label": i % 3} for i in range(30)]  # any source, e.g. load_source(...)
+    >>> few = FewShotSource(source, k=2, seed=0)
+    >>> len(few), sorted(ex["label"] for ex in few)
+    (6, [0, 0, 1, 1, 2, 2])
   """
 
   def __init__(self, source, k: int, *, seed: int = 0, labels=None):

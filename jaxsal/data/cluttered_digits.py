@@ -210,7 +210,9 @@ def generate_split(config: ClutteredDigitsConfig, split: str) -> Iterator[dict[s
 
   Example:
     >>> cfg = ClutteredDigitsConfig(name="tiny", canvas_size=24, num_train=4, num_test=4)
-    >>> [int(ex["label"]) for ex in generate_split(cfg, "test")]  # doctest: +SKIP
+    >>> examples = list(generate_split(cfg, "test"))
+    >>> [int(ex["label"]) for ex in examples], examples[0]["image"].shape
+    ([3, 8, 1, 5], (24, 24, 1))
   """
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r} of {NAME}; known splits: {', '.join(SPLITS)}")
@@ -255,11 +257,16 @@ class ClutteredDigits(tfds.core.GeneratorBasedBuilder):
   """Handwritten digits (scikit-learn) on cluttered canvases, with masks and boxes.
 
   Example:
-    >>> b = ClutteredDigits(config="small", data_dir="/tmp/tfds",
-    ...                     file_format="array_record")  # doctest: +SKIP
-    >>> b.download_and_prepare()  # doctest: +SKIP
-    >>> b.as_data_source()["train"][0]["image"].shape  # doctest: +SKIP
-    (32, 32, 1)
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> tiny = ClutteredDigitsConfig(name="tiny", canvas_size=16, num_train=8, num_test=4)
+    >>> b = ClutteredDigits(config=tiny, data_dir=tmp.name, file_format="array_record")
+    >>> b.download_and_prepare()  # doctest: +ELLIPSIS
+    Downloading and preparing dataset ...
+    Dataset cluttered_digits downloaded and prepared to .... Subsequent calls will reuse this data.
+    >>> b.as_data_source()["train"][0]["image"].shape
+    (16, 16, 1)
+    >>> tmp.cleanup()
   """
 
   VERSION = tfds.core.Version("1.0.0")

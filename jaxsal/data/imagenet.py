@@ -66,7 +66,12 @@ class TrainTransform(grain.transforms.RandomMap):
   """Random-resized crop and flip to ``size x size``; seeded per example by grain.
 
   Example:
-    >>> batches = make_batches(source, batch_size=256, seed=0, preprocess=TrainTransform(224))
+    >>> import numpy as np
+    >>> from jaxsal.data import TrainTransform, make_batches
+    >>> src = [{"image": np.zeros((30, 40, 3), np.uint8), "label": i} for i in range(8)]
+    >>> batch = next(make_batches(src, batch_size=4, seed=0, preprocess=TrainTransform(16)))
+    >>> batch["image"].shape  # e.g. TrainTransform(224) for ImageNet
+    (4, 16, 16, 3)
   """
 
   def __init__(self, size: int = 224):

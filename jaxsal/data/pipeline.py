@@ -139,9 +139,16 @@ def cluttered_digits_builder(
     FileNotFoundError: the data is absent and ``prepare`` is False.
 
   Example:
-    >>> b = cluttered_digits_builder("small", data_dir="/tmp/tfds")  # doctest: +SKIP
-    >>> len(b.as_data_source("test"))  # doctest: +SKIP
-    500
+    >>> import tempfile
+    >>> from jaxsal.data import ClutteredDigitsConfig, cluttered_digits_builder
+    >>> tmp = tempfile.TemporaryDirectory()  # or None: DEFAULT_DATA_DIR
+    >>> tiny = ClutteredDigitsConfig(name="tiny", canvas_size=16, num_train=8, num_test=4)
+    >>> b = cluttered_digits_builder(tiny, data_dir=tmp.name)  # doctest: +ELLIPSIS
+    Downloading and preparing dataset ...
+    Dataset cluttered_digits downloaded and prepared to .... Subsequent calls will reuse this data.
+    >>> len(b.as_data_source("test"))
+    4
+    >>> tmp.cleanup()
   """
   cfg = _resolve_config(config)
   data_dir = os.path.expanduser(os.fspath(data_dir or DEFAULT_DATA_DIR))
@@ -212,10 +219,17 @@ def load_source(
     FileNotFoundError: the data is not prepared (and cannot or may not be).
 
   Example:
-    >>> src = load_source("cluttered_digits", "train", config="small",
-    ...                   data_dir="/tmp/tfds")  # doctest: +SKIP
-    >>> src[0]["image"].shape  # doctest: +SKIP
-    (32, 32, 1)
+    >>> import tempfile
+    >>> from jaxsal.data import ClutteredDigitsConfig, load_source
+    >>> tmp = tempfile.TemporaryDirectory()  # or None: DEFAULT_DATA_DIR
+    >>> tiny = ClutteredDigitsConfig(name="tiny", canvas_size=16, num_train=8, num_test=4)
+    >>> src = load_source("cluttered_digits", "train", config=tiny,
+    ...                   data_dir=tmp.name)  # doctest: +ELLIPSIS
+    Downloading and preparing dataset ...
+    Dataset cluttered_digits downloaded and prepared to .... Subsequent calls will reuse this data.
+    >>> len(src), src[0]["image"].shape
+    (8, (16, 16, 1))
+    >>> tmp.cleanup()
   """
   spec = _check_name(name)
   _check_split(name, split, spec.splits)
@@ -378,11 +392,13 @@ def make_batches(
       ``process_count`` or an empty source.
 
   Example:
-    >>> src = load_source("cluttered_digits", "train", config="small",
-    ...                   data_dir="/tmp/tfds")  # doctest: +SKIP
-    >>> batch = next(make_batches(src, batch_size=32, seed=0))  # doctest: +SKIP
-    >>> batch["image"].shape, batch["label"].dtype  # doctest: +SKIP
-    ((32, 32, 32, 1), dtype('int32'))
+    >>> import numpy as np
+    >>> from jaxsal.data import make_batches
+    >>> # Any random-access source works, e.g. load_source("cluttered_digits", "train").
+    >>> src = [{"image": np.full((8, 8, 1), i, np.uint8), "label": i} for i in range(10)]
+    >>> batch = next(make_batches(src, batch_size=4, seed=0))
+    >>> batch["image"].shape, batch["image"].dtype, batch["label"].dtype
+    ((4, 8, 8, 1), dtype('float32'), dtype('int32'))
   """
   _checks.check_positive_int(batch_size, "batch_size")
   _check_int(seed, "seed", 0, 2**32)

@@ -57,7 +57,11 @@ def grid_pointing_game(maps: jax.Array, cell: jax.Array, *, n: int, smooth: int 
     Interpretable Classifications", CVPR 2021; Walter, Vreeken & Fischer 2025.
 
   Example:
-    >>> grid_pointing_game(maps, jnp.array([0, 3]), n=2)
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.metrics import grid_pointing_game
+    >>> maps = jnp.zeros((2, 8, 8)).at[0, :4, :4].set(1.0).at[1].set(1.0)  # in cell 0; uniform
+    >>> grid_pointing_game(maps, jnp.array([0, 3]), n=2).tolist()
+    [1.0, 0.25]
   """
   _checks.check_positive_int(n, "n")
   if maps.ndim == 4:

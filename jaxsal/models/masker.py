@@ -33,10 +33,15 @@ class Masker(nn.Module):
     temperature: the Gumbel relaxation's temperature (0.1).
 
   Example:
-    >>> logits, feats = apply_fn.with_taps(params, x, taps=['l3', 'l4'])
-    >>> masker = Masker(layers=('l3', 'l4'))
-    >>> variables = masker.init(jax.random.key(0), feats, x.shape[1:3])
-    >>> mask = masker.apply(variables, feats, x.shape[1:3])      # [B, H, W, 1]
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.models import Masker
+    >>> # A classifier's taps, e.g. apply_fn.with_taps(params, x, taps=['l3', 'l4'])[1]
+    >>> feats = {"l3": jnp.ones((2, 2, 2, 8)), "l4": jnp.ones((2, 1, 1, 8))}
+    >>> masker = Masker(layers=("l3", "l4"), hidden=4)
+    >>> variables = masker.init(jax.random.key(0), feats, (16, 16))
+    >>> mask = masker.apply(variables, feats, (16, 16))
+    >>> mask.shape, bool(((mask >= 0) & (mask <= 1)).all())
+    ((2, 16, 16, 1), True)
 
   References:
     Phang, Park & Geras, "Investigating and Simplifying Masking-based

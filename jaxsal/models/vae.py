@@ -50,9 +50,14 @@ class InpaintingVAE(nn.Module):
     channels: image channels.
 
   Example:
-    >>> vae = InpaintingVAE(latent_dim=32, widths=(32, 64, 128), channels=1)
-    >>> variables = vae.init(key, x, mask, key)        # x [B, 64, 64, 1], mask [B, 64, 64, 1]
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.models.vae import InpaintingVAE
+    >>> vae = InpaintingVAE(latent_dim=4, widths=(4, 8), channels=1)  # 8x8 images and up
+    >>> x, mask, key = jnp.ones((2, 8, 8, 1)), jnp.zeros((2, 8, 8, 1)), jax.random.key(0)
+    >>> variables = vae.init(key, x, mask, key)
     >>> logits, mu, logvar = vae.apply(variables, x, mask, key)
+    >>> logits.shape, mu.shape, logvar.shape
+    ((2, 8, 8, 1), (2, 4), (2, 4))
   """
 
   latent_dim: int = 32

@@ -120,7 +120,7 @@ def _hparams(name: str, given: dict[str, Any], num_classes: int) -> dict[str, An
   return h
 
 
-def _method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
+def method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
   """``fn(apply_fn, params, x, target, key)``; for ``mode == 'all'``, ``[K, B, ...]`` maps.
 
   With ``all``, methods that explain many classes at once do so through
@@ -133,6 +133,67 @@ def _method_fn(name: str, h: dict[str, Any], mode: str) -> Callable:
     every = A.all_classes(fn, chunk_size=16)
     return lambda af, p, x, t, key: every(af, p, x, key=key)
   return lambda af, p, x, t, key: fn(af, p, x, t, key=key)
+
+
+def compute_maps(
+  apply_fn: Callable,
+  params: Any,
+  x: np.ndarray,
+  fns: dict[str, Callable],
+  targets: np.ndarray | None,
+  *,
+  keys: jax.Array,
+  batch_size: int,
+  many_classes: bool = False,
+  progress: bool = False,
+  desc: str = "explain",
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  """Every method's maps of ``x``, one compiled call per method and batch.
+
+  Args:
+    apply_fn, params: the classifier.
+    x: ``[N, H, W, C]`` model inputs.
+    fns: name -> ``fn(apply_fn, params, x, target, key)`` (``method_fn``'s).
+    targets: int ``[N]``, or None where every class is explained.
+    keys: ``[N]`` typed keys, image ``i``'s noise from ``keys[i]``.
+    batch_size: images per call.
+    many_classes: the maps are ``[K, B, ...]`` (all classes): batches are
+      joined along axis 1.
+    progress: a progress bar and a line per method.
+    desc: the progress bar's label.
+
+  Returns:
+    ``({name: float32 maps}, {name: seconds})``.
+
+  Raises:
+    ValueError: a method gave a non-finite map (before anything is written).
+  """
+  n = len(x)
+  starts = list(range(0, n, batch_size))
+  bar = tqdm(
+    total=len(fns) * len(starts), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True
+  )
+  maps: dict[str, np.ndarray] = {}
+  seconds: dict[str, float] = {}
+  for name, fn in fns.items():
+    t1 = time.perf_counter()
+    bar.set_postfix_str(name)
+    call = jax.jit(lambda p, x, t, key, fn=fn: fn(apply_fn, p, x, t, key))
+    parts = []
+    for i in starts:
+      t = None if targets is None else jnp.asarray(targets[i : i + batch_size])
+      batch = jnp.asarray(x[i : i + batch_size])
+      parts.append(np.asarray(call(params, batch, t, keys[i : i + batch_size]), np.float32))
+      bar.update(1)
+    maps[name] = np.concatenate(parts, axis=1 if many_classes else 0)
+    seconds[name] = time.perf_counter() - t1
+    if not np.all(np.isfinite(maps[name])):
+      bar.close()
+      raise ValueError(f"{name} gave non-finite maps (NaN or inf); nothing was written")
+    if progress:
+      bar.write(f"jaxsal {desc}: {name} on {n} images in {seconds[name]:.1f}s")
+  bar.close()
+  return maps, seconds
 
 
 def find_images(paths: Sequence[str]) -> list[str]:
@@ -357,38 +418,22 @@ def explain(
   k = logits.shape[1]
   maps: dict[str, np.ndarray] = {}
   used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
-  fns = {n: _method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
-  starts = list(range(0, len(files), batch_size))
-  bar = tqdm(
-    total=len(methods) * len(starts),
-    desc="explain",
-    unit="batch",
-    disable=not progress,
-    dynamic_ncols=True,
+  fns = {n: method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
+  # One key per image, from its position among the files: the noise an image
+  # gets does not depend on the batch it falls in (RISE's shared masks take
+  # the batch's first key).
+  keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(jnp.arange(len(files)))
+  maps, _ = compute_maps(
+    m.apply_fn,
+    m.params,
+    x_all,
+    fns,
+    targets,
+    keys=keys,
+    batch_size=batch_size,
+    many_classes=mode == "all",
+    progress=progress,
   )
-  for name in methods:
-    t1 = time.perf_counter()
-    bar.set_postfix_str(name)
-    call = jax.jit(lambda p, x, t, key, fn=fns[name]: fn(m.apply_fn, p, x, t, key))
-    parts = []
-    for i in starts:
-      x = jnp.asarray(x_all[i : i + batch_size])
-      # One key per image, from its position among the files: the noise an
-      # image gets does not depend on the batch it falls in (RISE's shared
-      # masks take the batch's first key).
-      key = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(
-        jnp.arange(i, min(i + batch_size, len(files)))
-      )
-      t = None if targets is None else jnp.asarray(targets[i : i + batch_size])
-      parts.append(np.asarray(call(m.params, x, t, key), np.float32))
-      bar.update(1)
-    maps[name] = np.concatenate(parts, axis=1 if mode == "all" else 0)
-    if not np.all(np.isfinite(maps[name])):
-      bar.close()
-      raise ValueError(f"{name} gave non-finite maps (NaN or inf); nothing was written")
-    if progress:
-      bar.write(f"jaxsal explain: {name} on {len(files)} images in {time.perf_counter() - t1:.1f}s")
-  bar.close()
 
   parent = os.path.dirname(os.path.abspath(out)) or "."
   os.makedirs(parent, exist_ok=True)

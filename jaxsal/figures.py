@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -273,15 +274,55 @@ def metric_table(
   return _finish(fig, path)
 
 
-def sanity_cascade(res: dict, path: str | None = None, *, mode: str = "cascading", image: int = 0):
-  """The cascade of maps of ``jaxsal.experiments.sanity_checks.model_randomization``'s results."""
-  from jaxsal.experiments import sanity_checks
+def sanity_cascade(
+  res: dict[str, Any], path: str | None = None, *, mode: str = "cascading", image: int = 0
+):
+  """The cascade figure of ``sanity_checks.model_randomization``'s results: methods in rows, the trained model then each stage in columns.
 
-  return sanity_checks.plot_cascade(res, path, mode=mode, image=image)
+  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
+  """
+  plt = _pyplot()
+  methods = list(res["examples"][mode])
+  cols = ["trained"] + res["stages"][mode]
+  fig, axes = plt.subplots(
+    len(methods), len(cols) + 1, figsize=(1.3 * (len(cols) + 1), 1.3 * len(methods)), squeeze=False
+  )
+  img = res["images"][image][..., 0] if res["images"].shape[-1] == 1 else res["images"][image]
+  for r, name in enumerate(methods):
+    axes[r, 0].imshow(img, cmap="gray")
+    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    for c in range(len(cols)):
+      axes[r, c + 1].imshow(res["examples"][mode][name][c, image], cmap="gray", vmin=0, vmax=1)
+  for c, title in enumerate(["input"] + cols):
+    axes[0, c].set_title(title, fontsize=7, rotation=45 if c > 1 else 0)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f"{mode} randomisation (from the logits down, left to right)", fontsize=9)
+  return _finish(fig, path)
 
 
-def sanity_curves(res: dict, path: str | None = None, *, mode: str = "cascading"):
-  """The similarity curves of ``model_randomization``'s results, one panel per measure."""
-  from jaxsal.experiments import sanity_checks
+def sanity_curves(res: dict[str, Any], path: str | None = None, *, mode: str = "cascading"):
+  """The similarity curves of ``model_randomization``'s results: one panel per measure, one line per method, mean ± std.
 
-  return sanity_checks.plot_curves(res, path, mode=mode)
+  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
+  """
+  from jaxsal.sanity import MEASURES
+
+  plt = _pyplot()
+  stages = res["stages"][mode]
+  fig, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.4), squeeze=False)
+  x = np.arange(len(stages) + 1)
+  for ax, metric in zip(axes[0], MEASURES):
+    for name, r in res["results"][mode].items():
+      mean = np.array([1.0] + r[metric]["mean"])
+      std = np.array([0.0] + r[metric]["std"])
+      ax.plot(x, mean, marker="o", ms=3, label=name)
+      ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_xticks(x, ["trained"] + stages, rotation=60, fontsize=7)
+    ax.set_title(metric)
+    ax.set_ylim(-0.5, 1.05)
+    ax.axhline(0, color="gray", lw=0.5)
+  axes[0, -1].legend(fontsize=7)
+  fig.suptitle(f"{mode} randomisation: similarity to the trained model's maps", fontsize=9)
+  return _finish(fig, path)

@@ -16,6 +16,7 @@ first key.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,16 +35,39 @@ from jaxsal.attribution._smoothgrad import smoothgrad
 from jaxsal.attribution._var import var
 
 
+def _signature_hparams(function: Callable) -> frozenset[str]:
+  """The keyword-only arguments of ``function`` that name a hyperparameter.
+
+  ``key`` is passed by ``get_method``'s callable itself, and ``return_*``
+  flags change what the method returns, so neither is a hyperparameter.
+  """
+  params = inspect.signature(function).parameters.values()
+  return frozenset(
+    p.name
+    for p in params
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+    and p.name != "key"
+    and not p.name.startswith("return_")
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Entry:
   description: str
+  function: Callable  # the method itself: its signature lists the hyperparameters
   defaults: Mapping[str, Any]
   make: Callable[[dict[str, Any]], Callable]  # hparams -> fn(af, p, x, t, key)
-  hparams: frozenset[str]  # every name get_method accepts for it
   stochastic: bool = False  # needs a key
+  # Hyperparameters of a wrapper that are not the function's own (a base method's name).
+  extra: frozenset[str] = frozenset()
   # hparams -> class_maps_hook(af, p, x, targets, *, key): how for_classes and
   # all_classes explain many classes at once (see _classes.class_maps_hook).
   hook: Callable[[dict[str, Any]], Callable] | None = None
+
+  @property
+  def hparams(self) -> frozenset[str]:
+    """Every name ``get_method`` accepts for this method."""
+    return _signature_hparams(self.function) | self.extra
 
 
 def _plain(method: Callable) -> Callable[[dict[str, Any]], Callable]:
@@ -137,108 +161,96 @@ _SMOOTHGRAD_BASES = (
   "guided_gradcam",
 )
 
+
+def _entry_of(
+  description: str,
+  function: Callable,
+  defaults: Mapping[str, Any] | None = None,
+  *,
+  make: Callable[[dict[str, Any]], Callable] | None = None,
+  stochastic: bool = False,
+  extra: tuple[str, ...] = (),
+  hook: Callable[[dict[str, Any]], Callable] | None = None,
+) -> _Entry:
+  """One registry entry; ``make`` defaults to calling ``function`` with the hyperparameters."""
+  return _Entry(
+    description,
+    function,
+    dict(defaults or {}),
+    make or _plain(function),
+    stochastic=stochastic,
+    extra=frozenset(extra),
+    hook=hook,
+  )
+
+
+# The one table of methods: every command, experiment and the demo take their
+# methods from here. A new method is one file and one line here.
 _ENTRIES: dict[str, _Entry] = {
-  "gradient": _Entry(
-    "the gradient of the class logit with respect to the input", {}, _plain(gradient), frozenset()
-  ),
-  "gradient_x_input": _Entry(
-    "the gradient times the input", {}, _plain(gradient_x_input), frozenset()
-  ),
-  "integrated_gradients": _Entry(
+  "gradient": _entry_of("the gradient of the class logit with respect to the input", gradient),
+  "gradient_x_input": _entry_of("the gradient times the input", gradient_x_input),
+  "integrated_gradients": _entry_of(
     "integrated gradients from a zero baseline (Gauss-Legendre)",
+    integrated_gradients,
     {"steps": 32, "chunk_size": 8},
-    _plain(integrated_gradients),
-    frozenset({"steps", "chunk_size", "rule", "baseline", "blur_sigma"}),
   ),
-  "smoothgrad": _Entry(
+  "smoothgrad": _entry_of(
     "the gradient averaged over noisy copies of the input",
+    smoothgrad,
     {"method": "gradient", "samples": 16, "sigma": 0.15, "mode": "smoothgrad", "chunk_size": 8},
-    _smoothgrad,
-    frozenset({"method", "samples", "sigma", "mode", "chunk_size"}),
+    make=_smoothgrad,
     stochastic=True,
+    extra=("method",),
   ),
-  "guided_backprop": _Entry(
-    "guided backpropagation (ReLU gradients of negative signals cut)",
-    {},
-    _plain(guided_backprop),
-    frozenset(),
+  "guided_backprop": _entry_of(
+    "guided backpropagation (ReLU gradients of negative signals cut)", guided_backprop
   ),
-  "deconvnet": _Entry("the deconvnet rule for ReLUs", {}, _plain(deconvnet), frozenset()),
-  "gradcam": _Entry(
-    "Grad-CAM on the last stage's features (tap l4), upsampled",
-    {"layer": "l4"},
-    _plain(gradcam),
-    frozenset({"layer", "relu", "upsample"}),
+  "deconvnet": _entry_of("the deconvnet rule for ReLUs", deconvnet),
+  "gradcam": _entry_of(
+    "Grad-CAM on the last stage's features (tap l4), upsampled", gradcam, {"layer": "l4"}
   ),
-  "guided_gradcam": _Entry(
-    "guided backpropagation times Grad-CAM",
-    {"layer": "l4"},
-    _plain(guided_gradcam),
-    frozenset({"layer", "upsample"}),
+  "guided_gradcam": _entry_of(
+    "guided backpropagation times Grad-CAM", guided_gradcam, {"layer": "l4"}
   ),
-  "occlusion": _Entry(
+  "occlusion": _entry_of(
     "the logit's drop when a patch is blanked (patch: 1/8 of the side by default)",
+    occlusion,
     {"patch": None, "stride": None, "chunk_size": 16},
-    _occlusion,
-    frozenset({"patch", "stride", "baseline", "chunk_size"}),
+    make=_occlusion,
   ),
-  "rise": _Entry(
+  "rise": _entry_of(
     "RISE: random masks weighted by the class probability",
+    rise,
     {"num_masks": 256, "chunk_size": 32},
-    _rise,
-    frozenset({"num_masks", "grid_size", "p", "chunk_size", "output", "baseline"}),
+    make=_rise,
     stochastic=True,
     hook=_hook_of(rise, first_key=True),
   ),
-  "meaningful_perturbation": _Entry(
+  "meaningful_perturbation": _entry_of(
     "a smooth deletion mask, optimised per image (Fong & Vedaldi 2017)",
+    meaningful_perturbation,
     {"steps": 300, "mask_size": None},
-    _meaningful_perturbation,
-    frozenset(
-      {
-        "steps",
-        "mask_size",
-        "mode",
-        "learning_rate",
-        "l1_coeff",
-        "tv_coeff",
-        "tv_beta",
-        "blur_sigma",
-      }
-    ),
+    make=_meaningful_perturbation,
   ),
-  "optimized_mask": _Entry(
+  "optimized_mask": _entry_of(
     "a preservation mask optimised per image from a random start (Thakur & Fischmeister "
     "2020, our reading)",
+    optimized_mask,
     {"steps": 300},
-    _plain(optimized_mask),
-    frozenset(
-      {
-        "steps",
-        "learning_rate",
-        "mask_scale",
-        "lam_area",
-        "lam_tv",
-        "tv_beta",
-        "substrate",
-        "blur_sigma",
-        "init_std",
-      }
-    ),
     stochastic=True,
   ),
-  "cgi": _Entry(
+  "cgi": _entry_of(
     "competitive gradient x input: pixels the class wins against all classes (CGI)",
+    cgi,
     {"chunk_size": None},
-    _plain(cgi),
-    frozenset({"chunk_size", "per"}),
     hook=_hook_of(cgi),
   ),
-  "var": _Entry(
+  "var": _entry_of(
     "VAR over gradient x input: attribution the contrastive classes share is damped",
+    var,
     {"method": "gradient_x_input", "steps": 32},
-    _var,
-    frozenset({"method", "steps", "classes", "temperature", "tau", "top_n", "chunk_size"}),
+    make=_var,
+    extra=("method", "steps"),
   ),
 }
 
@@ -292,8 +304,14 @@ def get_method(name: str, **hparams: Any) -> Callable:
       (the ones it takes are listed).
 
   Example:
-    >>> fn = get_method("integrated_gradients", steps=64)
-    >>> maps = fn(apply_fn, params, x, target)
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import get_method
+    >>> w = jnp.arange(64 * 3.0).reshape(64, 3)  # a linear model on 8x8 grey images, 3 classes
+    >>> apply_fn = lambda w, x: x.reshape(len(x), -1) @ w
+    >>> fn = get_method("integrated_gradients", steps=8)
+    >>> maps = fn(apply_fn, w, jnp.ones((2, 8, 8, 1)), jnp.array([2, 0]))
+    >>> maps.shape, bool(jnp.allclose(maps[0].ravel(), w[:, 2]))  # x * w; here x = 1
+    ((2, 8, 8, 1), True)
   """
   e = _entry(name)
   unknown = sorted(set(hparams) - e.hparams)

@@ -71,6 +71,27 @@ def _parse_value(text: str):
     return text
 
 
+def _as_config_dict(old: ml_collections.ConfigDict, value, item: str) -> ml_collections.ConfigDict:
+  """A new value for a mapping entry: a dict, or names (a method list) that keep their settings.
+
+  ``methods=('gradient', 'gradcam')`` on a ``{name: hparams}`` entry keeps
+  the hyperparameters of the names that were there and gives new names none
+  (the registry's defaults).
+  """
+  if isinstance(value, dict):
+    return ml_collections.ConfigDict(value)
+  if isinstance(value, str):
+    value = (value,)
+  if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+    return ml_collections.ConfigDict(
+      {v: old[v].to_dict() if isinstance(old.get(v), ml_collections.ConfigDict) else {} for v in value}
+    )
+  raise ValueError(
+    f"override {item!r}: expected a dict or a tuple of names for this mapping entry, "
+    f"got {value!r} ({type(value).__name__})"
+  )
+
+
 def apply_overrides(
   config: ml_collections.ConfigDict, overrides: Iterable[str]
 ) -> ml_collections.ConfigDict:
@@ -113,6 +134,8 @@ def apply_overrides(
       value = float(value)
     if isinstance(old, tuple) and isinstance(value, list):
       value = tuple(value)
+    if isinstance(old, ml_collections.ConfigDict):
+      value = _as_config_dict(old, value, item)
     try:
       node[parts[-1]] = value
     except TypeError as e:

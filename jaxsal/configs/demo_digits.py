@@ -34,73 +34,62 @@ from jaxsal.configs import (
   small_cnn_digits,
 )
 
-# Every attribution method of jaxsal.attribution that needs no generative model,
-# and the trained masker ("reconstruct" needs `jaxsal train-generator`; see the README).
-GALLERY_METHODS = (
-  "gradient",
-  "gradient_x_input",
-  "integrated_gradients",
-  "smoothgrad",
-  "guided_backprop",
-  "deconvnet",
-  "gradcam",
-  "guided_gradcam",
-  "occlusion",
-  "rise",
-  "meaningful_perturbation",
-  "optimized_mask",
-  "cgi",
-  "var",
-  "masker",
-)
+# The parts the demo runs, in order; each is an experiment (or the gallery).
+PARTS = ("localization", "grid_pointing", "sanity", "gallery", "reconstruction")
+
+# The gallery's settings where they differ from get_method's defaults.
+GALLERY_SETTINGS = {
+  "integrated_gradients": {"steps": 16, "chunk_size": None},
+  "smoothgrad": {"samples": 16, "chunk_size": None},
+  "gradcam": {"layer": "l4"},
+  "guided_gradcam": {"layer": "l4"},
+  "occlusion": {"patch": 8, "stride": 4, "chunk_size": 64},
+  "rise": {"num_masks": 1000, "chunk_size": 250},
+  "meaningful_perturbation": {"steps": 150, "mask_size": 16},  # a quarter of the side
+  "optimized_mask": {"steps": 150, "mask_scale": 4},
+}
+
+
+def gallery_methods(settings=GALLERY_SETTINGS) -> ml_collections.ConfigDict:
+  """Every method of ``get_method`` (a new one appears by itself), and the trained masker."""
+  from jaxsal import attribution as A
+
+  methods = {name: dict(settings.get(name, {})) for name in A.method_names()}
+  methods["masker"] = {}
+  return ml_collections.ConfigDict(methods)
 
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.parts = PARTS
   c.classifier = small_cnn_digits.get_config(None)
   c.classifier.num_train_steps = 1000
   c.classifier.eval_every = 500
 
   c.localization = localization_digits.get_config(None)
-  c.localization.maskers = ("ca",)
-  c.localization.masker_overrides = (
-    "num_train_steps=400",
-    "eval_every=400",
-    "eval_num_images=200",
-    "checkpoint.every=200",
+  c.localization.maskers = localization_digits.maskers(
+    ("ca",), "num_train_steps=400", "eval_every=400", "eval_num_images=200", "checkpoint.every=200"
   )
   c.localization.num_images = 500
   c.localization.center_box_images = 1000
-  c.localization.ig_steps = 16
-  c.localization.smoothgrad_samples = 16
+  c.localization.methods = localization_digits.methods(ig_steps=16, smoothgrad_samples=16)
 
   c.grid_pointing = grid_pointing_digits.get_config(None)
   c.grid_pointing.grid_sizes = (2,)
   c.grid_pointing.num_grids = 48
   c.grid_pointing.num_images = 1000
-  c.grid_pointing.ig_steps = 16
+  c.grid_pointing.methods.integrated_gradients.steps = 16
 
   c.sanity = sanity_digits.get_config(None)
   c.sanity.modes = ("cascading",)
   c.sanity.num_images = 16
   c.sanity.batch_size = 16
-  c.sanity.ig_steps = 16
+  c.sanity.methods.integrated_gradients.steps = 16
   c.sanity.label_modes = ()
 
-  c.gallery = ml_collections.ConfigDict(
-    {
-      "methods": GALLERY_METHODS,
-      "num_images": 6,
-      "ig_steps": 16,
-      "smoothgrad_samples": 16,
-      "occlusion_patch": 8,
-      "occlusion_stride": 4,
-      "rise_masks": 1000,
-      "optimization_steps": 150,  # meaningful_perturbation and optimized_mask
-      "gradcam_layer": "l4",
-    }
-  )
+  # Every method on a few held-out images, for the predicted class.
+  c.gallery = ml_collections.ConfigDict({"methods": gallery_methods(), "num_images": 6})
 
   c.reconstruction = reconstruction_digits.get_config(None)
   r = c.reconstruction
@@ -112,22 +101,23 @@ def get_config(arg=None):
   r.generator.eval_every = 300
   r.generator.eval_num_images = 200
   r.generator.checkpoint.every = 300
-  r.masker_overrides = c.localization.masker_overrides  # the localisation's masker, reused
-  r.methods = (
-    "optimized_mask",
-    "masker",
-    "gradient",
-    "integrated_gradients",
-    "random_pixels",
-    "random_blobs",
-  )
+  r.masker = c.localization.maskers.ca  # the localisation's masker, reused
+  r.masker_variant = "ca"
+  om = reconstruction_digits.methods().optimized_mask
+  om.steps = 150
+  om.mask_scale = 4
+  r.methods = {
+    "optimized_mask": om.to_dict(),
+    "masker": {},
+    "gradient": {},
+    "integrated_gradients": {"steps": 16, "chunk_size": None},
+    "random_pixels": {},
+    "random_blobs": {},
+  }
   r.areas = (0.1,)
   r.num_images = 100
   r.seeds = (0,)
   r.num_samples = 4
-  r.ig_steps = 16
-  r.optimized_mask.steps = 150
-  r.optimized_mask.mask_scale = 4
   r.localization = False
   r.figure_images = 3
 
@@ -140,12 +130,19 @@ def get_config(arg=None):
     c.sanity = sanity_digits.get_config("test")
     c.sanity.modes = ("cascading",)
     c.gallery.num_images = 2
-    c.gallery.ig_steps = 4
-    c.gallery.smoothgrad_samples = 4
-    c.gallery.rise_masks = 32
-    c.gallery.optimization_steps = 4
+    c.gallery.methods = gallery_methods(
+      {
+        **GALLERY_SETTINGS,
+        "integrated_gradients": {"steps": 4, "chunk_size": None},
+        "smoothgrad": {"samples": 4, "chunk_size": None},
+        "rise": {"num_masks": 32, "chunk_size": 32},
+        "meaningful_perturbation": {"steps": 4, "mask_size": 8},
+        "optimized_mask": {"steps": 4, "mask_scale": 4},
+      }
+    )
     c.reconstruction = reconstruction_digits.get_config("test")
-    c.reconstruction.methods = ("masker", "random_pixels")
+    c.reconstruction.methods = {"masker": {}, "random_pixels": {}}
+    c.reconstruction.masker = c.localization.maskers.test
     c.reconstruction.seeds = (0,)
     c.reconstruction.areas = (0.1,)
     c.reconstruction.localization = False

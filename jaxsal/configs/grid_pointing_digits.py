@@ -15,7 +15,18 @@ import ml_collections
 
 from jaxsal.configs import small_cnn_digits
 
-METHODS = ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "gradcam")
+
+def methods(ig_steps: int = 32, layer: str = "l4") -> ml_collections.ConfigDict:
+  """``{name: hyperparameters}`` of the methods the game compares (any of ``get_method``'s)."""
+  return ml_collections.ConfigDict(
+    {
+      "gradient": {},
+      "gradient_x_input": {},
+      "integrated_gradients": {"steps": ig_steps, "chunk_size": None},
+      "guided_backprop": {},
+      "gradcam": {"layer": layer},
+    }
+  )
 
 
 def get_config(arg=None):
@@ -30,9 +41,7 @@ def get_config(arg=None):
   # tiny test classifier is too weak for any filter.
   c.confidence_filter = True
   c.min_confidence = 0.9
-  c.methods = METHODS
-  c.ig_steps = 32
-  c.gradcam_layer = "l4"
+  c.methods = methods()
   c.temperature = 10.0
   c.tau = 0.1  # the official code's tau for given class sets
   c.smooth = 0  # odd average-pooling window before scoring; 0: none
@@ -46,7 +55,7 @@ def get_config(arg=None):
     c.num_grids = 4
     c.num_images = 200
     c.confidence_filter = False
-    c.ig_steps = 4
+    c.methods.integrated_gradients.steps = 4
     c.batch_size = 4
   else:
     raise ValueError(f"unknown variant {arg!r} of grid_pointing_digits; known: cpu, test")

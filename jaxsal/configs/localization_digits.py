@@ -14,52 +14,58 @@ import ml_collections
 
 from jaxsal.configs import masker_digits, small_cnn_digits
 
-METHODS = (
-  "gradient",
-  "gradient_x_input",
-  "integrated_gradients",
-  "smoothgrad",
-  "guided_backprop",
-  "gradcam",
-)
 MASKERS = ("ca", "fix", "ca_in", "ca_out", "ca_fewshot", "fix_fewshot", "ca_pool")
+
+
+def methods(ig_steps: int = 32, smoothgrad_samples: int = 25) -> ml_collections.ConfigDict:
+  """``{name: hyperparameters}`` of the attribution methods scored (any of ``get_method``'s)."""
+  return ml_collections.ConfigDict(
+    {
+      "gradient": {},
+      "gradient_x_input": {},
+      "integrated_gradients": {"steps": ig_steps, "chunk_size": None},
+      "smoothgrad": {"samples": smoothgrad_samples, "chunk_size": None},
+      "guided_backprop": {},
+      "gradcam": {"layer": "l4"},
+    }
+  )
+
+
+def maskers(variants, *overrides: str) -> ml_collections.ConfigDict:
+  """``{variant: masker config}`` of ``masker_digits`` variants, each with ``overrides`` applied.
+
+  The experiment gives every masker its own classifier (and workdir) when it runs.
+  """
+  from jaxsal.configs import apply_overrides
+
+  return ml_collections.ConfigDict(
+    {v: apply_overrides(masker_digits.get_config(v), list(overrides)).to_dict() for v in variants}
+  )
 
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.classifier = small_cnn_digits.get_config(None)
-  c.maskers = MASKERS
-  # Overrides applied to every masker config, e.g. ("num_train_steps=500",).
-  c.masker_overrides = ()
-  c.methods = METHODS
+  # {variant: masker config}, each trained in <workdir>/maskers/<variant> on
+  # this experiment's classifier: --set maskers.ca.num_train_steps=500.
+  c.maskers = maskers(MASKERS)
+  c.methods = methods()
   c.center_box = True
   # Training images whose mean box size the centre box takes.
   c.center_box_images = 2000
   c.num_images = 4000
   c.batch_size = 100
-  c.ig_steps = 32
-  c.smoothgrad_samples = 25
-  c.gradcam_layer = "l4"
 
   if arg in (None, "", "cpu"):
     pass
   elif arg == "test":
     c.classifier = small_cnn_digits.get_config("test")
-    c.maskers = ("test",)
-    c.methods = ("gradient", "gradcam")
+    c.maskers = maskers(("test",))
+    c.methods = {"gradient": {}, "gradcam": {"layer": "l4"}}
     c.center_box_images = 64
     c.num_images = 32
     c.batch_size = 16
-    c.ig_steps = 4
-    c.smoothgrad_samples = 4
   else:
     raise ValueError(f"unknown variant {arg!r} of localization_digits; known: cpu, test")
   return c
-
-
-def masker_config(variant, classifier):
-  """The masker config of one variant, on this experiment's classifier."""
-  m = masker_digits.get_config(variant)
-  m.classifier = classifier
-  return m

@@ -15,18 +15,36 @@ import ml_collections
 
 from jaxsal.configs import generator_digits, masker_digits, small_cnn_digits
 
-METHODS = (
-  "optimized_mask",
-  "masker",
-  "random_pixels",
-  "random_blobs",
-  "gradient",
-  "gradient_x_input",
-  "integrated_gradients",
-  "smoothgrad",
-  "guided_backprop",
-  "gradcam",
-)
+
+def methods(ig_steps: int = 32, smoothgrad_samples: int = 25) -> ml_collections.ConfigDict:
+  """``{name: hyperparameters}``: any of ``get_method``'s, and the experiment's own rows.
+
+  ``masker`` (the trained masker's mask), ``random_pixels`` and
+  ``random_blobs`` (the floors) are computed by the experiment itself.
+  """
+  return ml_collections.ConfigDict(
+    {
+      "optimized_mask": {
+        "steps": 300,
+        "learning_rate": 0.1,
+        "mask_scale": 8,
+        "lam_area": 1e-4,
+        "lam_tv": 1e-2,
+        "tv_beta": 3.0,
+        "substrate": "blur",
+        "blur_sigma": 5.0,
+      },
+      "masker": {},
+      "random_pixels": {},
+      "random_blobs": {},
+      "gradient": {},
+      "gradient_x_input": {},
+      "integrated_gradients": {"steps": ig_steps, "chunk_size": None},
+      "smoothgrad": {"samples": smoothgrad_samples, "chunk_size": None},
+      "guided_backprop": {},
+      "gradcam": {"layer": "l4"},
+    }
+  )
 
 
 def get_config(arg=None):
@@ -39,30 +57,15 @@ def get_config(arg=None):
   # The masker variant of masker_digits, trained (or reused) in
   # <workdir>/maskers/<variant>.
   c.masker_variant = "ca"
-  c.masker_overrides = ()
-  c.methods = METHODS
+  c.masker = masker_digits.get_config("ca")
+  c.methods = methods()
   c.areas = (0.05, 0.1, 0.2)
   c.num_images = 300
   c.batch_size = 100
   c.num_samples = 8
   c.seeds = (0, 1, 2)
-  c.optimized_mask = ml_collections.ConfigDict(
-    {
-      "steps": 300,
-      "learning_rate": 0.1,
-      "mask_scale": 8,
-      "lam_area": 1e-4,
-      "lam_tv": 1e-2,
-      "tv_beta": 3.0,
-      "substrate": "blur",
-      "blur_sigma": 5.0,
-    }
-  )
   # Random blobs: uniform noise on a grid of 1/blob_scale of the side, upsampled.
   c.blob_scale = 8
-  c.ig_steps = 32
-  c.smoothgrad_samples = 25
-  c.gradcam_layer = "l4"
   # Also score the optimised mask with the localisation metrics.
   c.localization = True
 
@@ -72,23 +75,21 @@ def get_config(arg=None):
     c.classifier = small_cnn_digits.get_config("test")
     c.generator = generator_digits.get_config("test")
     c.masker_variant = "test"
-    c.methods = ("optimized_mask", "masker", "random_pixels", "gradient")
+    c.masker = masker_digits.get_config("test")
+    m = methods()
+    m.optimized_mask.steps = 3
+    m.optimized_mask.mask_scale = 4
+    c.methods = {
+      "optimized_mask": m.optimized_mask.to_dict(),
+      "masker": {},
+      "random_pixels": {},
+      "gradient": {},
+    }
     c.areas = (0.1, 0.3)
     c.num_images = 8
     c.batch_size = 8
     c.num_samples = 2
     c.seeds = (0, 1)
-    c.optimized_mask.steps = 3
-    c.optimized_mask.mask_scale = 4
-    c.ig_steps = 4
-    c.smoothgrad_samples = 2
   else:
     raise ValueError(f"unknown variant {arg!r} of reconstruction_digits; known: cpu, test")
   return c
-
-
-def masker_config(variant, classifier):
-  """The masker config of one variant, on this experiment's classifier."""
-  m = masker_digits.get_config(variant)
-  m.classifier = classifier
-  return m

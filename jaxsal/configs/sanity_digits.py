@@ -16,27 +16,30 @@ import ml_collections
 
 from jaxsal.configs import small_cnn_digits
 
-METHODS = (
-  "gradient",
-  "gradient_x_input",
-  "integrated_gradients",
-  "guided_backprop",
-  "gradcam",
-  "guided_gradcam",
-  "cgi",
-)
+
+def methods(ig_steps: int = 32, layer: str = "l4") -> ml_collections.ConfigDict:
+  """``{name: hyperparameters}`` of the methods checked (any of ``get_method``'s)."""
+  return ml_collections.ConfigDict(
+    {
+      "gradient": {},
+      "gradient_x_input": {},
+      "integrated_gradients": {"steps": ig_steps, "chunk_size": None},
+      "guided_backprop": {},
+      "gradcam": {"layer": layer},
+      "guided_gradcam": {"layer": layer},
+      "cgi": {"chunk_size": None},
+    }
+  )
 
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.classifier = small_cnn_digits.get_config(None)
-  c.methods = METHODS
+  c.methods = methods()
   c.modes = ("cascading", "independent")
   c.num_images = 64
   c.batch_size = 16
-  c.ig_steps = 32
-  c.gradcam_layer = "l4"
   c.hog_pixels_per_cell = 16  # the paper's; maps need 3 cells a side
   # Data randomisation: the classifier retrained on randomised labels. It must
   # memorise them, so it sees a subset of the training set for longer.
@@ -51,10 +54,9 @@ def get_config(arg=None):
     pass
   elif arg == "test":
     c.classifier = small_cnn_digits.get_config("test")
-    c.methods = ("gradient", "gradcam")
+    c.methods = {"gradient": {}, "gradcam": {"layer": "l4"}}
     c.num_images = 4
     c.batch_size = 4
-    c.ig_steps = 4
     c.hog_pixels_per_cell = 8
     c.label_modes = ()
     c.random_classifier = small_cnn_digits.get_config("test")

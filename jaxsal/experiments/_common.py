@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,20 +67,83 @@ def normalize(classifier_config, images: np.ndarray) -> np.ndarray:
   return (np.asarray(images, np.float32) / 255.0 - mean) / std
 
 
-def method_kwargs(name: str, config) -> dict[str, Any]:
-  """The experiment config's hyperparameters for one attribution method."""
-  if name == "integrated_gradients":
-    return {"steps": int(config.ig_steps)}
-  if name in ("gradcam", "guided_gradcam"):
-    return {"layer": config.gradcam_layer}
+def method_params(methods: Any) -> dict[str, dict[str, Any]]:
+  """An experiment config's ``methods`` as ``{name: hyperparameters}``.
+
+  ``methods`` is a mapping ``{name: {hparam: value}}`` (a ConfigDict), or a
+  sequence of names, each then with the registry's defaults.
+  """
+  if isinstance(methods, str):
+    return {methods: {}}
+  if hasattr(methods, "items"):
+    return {
+      str(name): dict(h.to_dict() if hasattr(h, "to_dict") else (h or {}))
+      for name, h in methods.items()
+    }
+  return {str(name): {} for name in methods}
+
+
+def get_methods(
+  methods: Any, *, special: tuple[str, ...] = (), where: str = "methods"
+) -> dict[str, Callable | None]:
+  """Every method an experiment's config names, from ``jaxsal.attribution.get_method``.
+
+  Args:
+    methods: the config's ``methods`` (see :func:`method_params`).
+    special: names the experiment computes itself (a masker, random
+      baselines); they map to ``None``.
+    where: the config entry's name, for errors.
+
+  Returns:
+    ``{name: fn(apply_fn, params, x, target, *, key=None)}``, the registry's
+    methods in the registry's order, then ``special`` in its order.
+
+  Raises:
+    ValueError: no method, an unknown name (the known ones listed) or a
+      hyperparameter the method does not take.
+  """
+  from jaxsal import attribution as A
+
+  params = method_params(methods)
+  known = tuple(A.method_names()) + tuple(special)
+  # A ConfigDict keeps no order: results come in the registry's order, then
+  # the experiment's own rows in the order it gives.
+  order = {name: i for i, name in enumerate(known)}
+  params = dict(sorted(params.items(), key=lambda kv: order.get(kv[0], len(order))))
+  if not params:
+    raise ValueError(f"{where} must name at least one method; known: {', '.join(known)}")
+  out: dict[str, Callable | None] = {}
+  for name, hparams in params.items():
+    if name in special:
+      if hparams:
+        raise ValueError(f"{where}.{name} takes no hyperparameters; got {hparams}")
+      out[name] = None
+      continue
+    if name not in A.method_names():
+      raise ValueError(f"{where}: unknown method {name!r}; known: {', '.join(known)}")
+    try:
+      out[name] = A.get_method(name, **hparams)
+    except ValueError as e:
+      raise ValueError(f"{where}.{name}: {e}") from None
+  return out
+
+
+def method_key(name: str, seed: int, batch: int) -> dict[str, Any]:
+  """``{'key': [batch] keys}`` for a stochastic method, ``{}`` for a deterministic one."""
+  from jaxsal import attribution as A
+
+  if A.needs_key(name):
+    return {"key": jax.random.split(jax.random.key(seed), batch)}
   return {}
 
 
 def write_result(path: str, result: dict[str, Any]) -> None:
-  """``result`` as JSON at ``path``, on the first host only."""
+  """``result`` as JSON at ``path``, on the first host only, written whole or not at all."""
   if jax.process_index() == 0:
-    with open(path, "w") as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
       json.dump(result, f, indent=2)
+    os.replace(tmp, path)
 
 
 def text_table(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -24,19 +24,22 @@ from jaxsal import _checks, metrics
 from jaxsal import attribution as A
 from jaxsal.experiments import _common
 
+COMMAND = "grid-pointing"
+HELP = "the grid pointing game: methods alone, with CGI and with VAR"
+DEFAULT_CONFIG = "grid_pointing_digits"
+CONFIG_HELP = "an experiment config (grid_pointing_digits[:test]) or a .py path"
+WORKDIR_HELP = "the classifier's workdir: trained there if it holds no checkpoint"
+SET_EXAMPLE = "num_grids=50"
+
 VARIANTS = ("alone", "cgi", "var")
-METHODS = {
-  "gradient": A.gradient,
-  "gradient_x_input": A.gradient_x_input,
-  "integrated_gradients": A.integrated_gradients,
-  "guided_backprop": A.guided_backprop,
-  "gradcam": A.gradcam,
-}
 RESULT_FILE = "grid_pointing.json"
 
 
 def validate(config) -> None:
   """Checks the experiment's own entries before anything runs."""
+  from jaxsal import train
+
+  train.validate_config(config.classifier)
   if not config.grid_sizes:
     raise ValueError("grid_sizes must name at least one grid size, e.g. (2, 3)")
   for n in config.grid_sizes:
@@ -45,17 +48,45 @@ def validate(config) -> None:
       raise ValueError(
         f"grid_sizes entries must be >= 2 (a 1x1 grid has nothing to point between); got {n}"
       )
-  if not config.methods:
-    raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
-  for m in config.methods:
-    _checks.check_choice(m, "method", METHODS)
-  for key in ("num_grids", "num_images", "ig_steps", "batch_size"):
+  _common.get_methods(config.methods)
+  for key in ("num_grids", "num_images", "batch_size"):
     _checks.check_positive_int(config[key], key)
   if not 0.0 <= config.min_confidence <= 1.0:
     raise ValueError(f"min_confidence must be in [0, 1]; got {config.min_confidence}")
   if config.smooth and (config.smooth < 0 or config.smooth % 2 == 0):
     raise ValueError(f"smooth must be 0 or an odd window size; got {config.smooth}")
   A.var(A.gradient, temperature=config.temperature, tau=config.tau)  # checks both
+
+
+def variant_maps(
+  method, apply_fn, params, grids, labels, *, temperature: float, tau: float, key=None
+) -> dict[str, jax.Array]:
+  """Each cell's class explained on its grid: alone, with CGI and with VAR.
+
+  Args:
+    method: ``fn(apply_fn, params, x, target, *, key=None)``, e.g. from
+      ``jaxsal.attribution.get_method``.
+    apply_fn, params: the classifier.
+    grids: ``[G, H, W, C]`` model inputs; labels: int ``[G, n*n]``, each
+      cell's class.
+    temperature, tau: VAR's settings.
+    key: for a stochastic method, ``[G]`` keys.
+
+  Returns:
+    ``{'alone' | 'cgi' | 'var': [n*n, G, H, W, C]}``: every variant of the
+    map of cell ``k``'s class for each grid. All classes' maps come from one
+    call; CGI competes them, VAR contrasts the grid's cell classes.
+  """
+  g = grids.shape[0]
+  rows, cols = labels.T, jnp.arange(g)[None, :]  # [n*n, G] each
+  extra = {} if key is None else {"key": key}
+  maps = A.all_classes(method)(apply_fn, params, grids, **extra)  # [K, G, H, W, C]
+  alone = maps[rows, cols]
+  return {
+    "alone": alone,
+    "cgi": A.competition_from_maps(maps)[rows, cols],
+    "var": A.var_from_maps(alone, temperature=temperature, tau=tau),
+  }
 
 
 def make_scores_fn(apply_fn, config, n: int):
@@ -66,21 +97,23 @@ def make_scores_fn(apply_fn, config, n: int):
   score is then 0).
   """
   cells = n * n
+  methods = _common.get_methods(config.methods)
 
   def fn(params, grids, labels):
     g = grids.shape[0]
-    rows, cols = labels.T, jnp.arange(g)[None, :]  # [n*n, G] each
     out = {}
-    for name in config.methods:
-      maps = A.all_classes(METHODS[name])(
-        apply_fn, params, grids, **_common.method_kwargs(name, config)
-      )  # [K, G, H, W, C]
-      alone = maps[rows, cols]
-      variants = {
-        "alone": alone,
-        "cgi": A.competition_from_maps(maps)[rows, cols],
-        "var": A.var_from_maps(alone, temperature=config.temperature, tau=config.tau),
-      }
+    for name, method in methods.items():
+      key = _common.method_key(name, int(config.seed), g).get("key")
+      variants = variant_maps(
+        method,
+        apply_fn,
+        params,
+        grids,
+        labels,
+        temperature=config.temperature,
+        tau=config.tau,
+        key=key,
+      )
       for variant, m in variants.items():
         score = jax.vmap(
           lambda mk, k: metrics.grid_pointing_game(
@@ -121,7 +154,6 @@ def play(
   """
   from jaxsal import data, parallel
 
-  validate(config)
   mesh = parallel.make_mesh() if mesh is None else mesh
   params = parallel.replicate(params, mesh)
   say = (lambda s: print(s, flush=True)) if progress else (lambda s: None)
@@ -193,6 +225,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ValueError: a bad config (before anything is written).
   """
   validate(config)
+  t0 = time.perf_counter()
   apply_fn, params, info = _common.trained_classifier(config.classifier, workdir, progress=progress)
   images, labels = _common.test_images(config.classifier, int(config.num_images))
   results = play(config, apply_fn, params, images, labels, mesh=info["mesh"], progress=progress)
@@ -200,20 +233,76 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   results["classifier_accuracy"] = info["accuracy"]
   results["config"] = json.loads(config.to_json_best_effort())
   path = os.path.join(workdir, RESULT_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, path)
+  _common.write_result(path, results)
   results["path"] = path
+  results["seconds"]["total"] = time.perf_counter() - t0
   return results
+
+
+def example(config, apply_fn, params, *, seed: int = 0) -> dict[str, Any]:
+  """One 2x2 grid of test digits, explained for each cell's class: alone, with CGI, with VAR.
+
+  The method is gradient x input if ``config.methods`` has it, else its
+  first method. The digits are drawn from the test images the model
+  classifies correctly with the game's confidence (all test images if fewer
+  than 4 classes are left, as with an untrained model).
+
+  Returns:
+    ``{'image': [H, W, C] in [0, 1], 'classes': [4], 'method',
+    'maps': {variant: [4, H, W]}}`` (maps summed over channels).
+  """
+  from jaxsal import data
+
+  methods = _common.get_methods(config.methods)
+  name = "gradient_x_input" if "gradient_x_input" in methods else next(iter(methods))
+  images, labels = _common.test_images(config.classifier, 500)
+  keep = metrics.confident_correct(
+    jax.jit(apply_fn), params, images, labels, min_confidence=float(config.min_confidence)
+  )
+  if len(np.unique(labels[keep])) >= 4:
+    images, labels = images[keep], labels[keep]
+  grids = data.compose_grids(images, labels, n=2, num_grids=1, seed=seed)
+  key = _common.method_key(name, seed, 1).get("key")
+
+  @jax.jit
+  def fn(p, x):
+    maps = variant_maps(
+      methods[name],
+      apply_fn,
+      p,
+      x,
+      jnp.asarray(grids["labels"]),
+      temperature=config.temperature,
+      tau=config.tau,
+      key=key,
+    )
+    return {v: m[:, 0] for v, m in maps.items()}
+
+  out = jax.device_get(fn(params, jnp.asarray(grids["image"])))
+  d = config.classifier.dataset
+  raw = grids["image"][0] * np.asarray(d.std) + np.asarray(d.mean)
+  return {
+    "image": np.clip(raw, 0, 1),
+    "classes": grids["labels"][0].tolist(),
+    "method": name,
+    "maps": {k: np.asarray(v).sum(-1) for k, v in out.items()},
+  }
+
+
+def summary(results: dict[str, Any]) -> str:
+  """The table and a closing line, as ``jaxsal grid-pointing`` prints them."""
+  num_grids = results["config"]["num_grids"]
+  return (
+    f"{format_table(results)}\n"
+    f"jaxsal: grid pointing game (mean ± standard error over maps; {num_grids} grids per size) "
+    f"in {results['seconds']['total']:.1f}s; results in {results['path']}"
+  )
 
 
 def format_table(results: dict[str, Any]) -> str:
   """The results as text: mean ± sem per method, variant and grid size, then the empty maps."""
   sizes = list(results["grids"])
-  methods = sorted(
-    {k.split("/")[0] for r in results["grids"].values() for k in r}, key=list(METHODS).index
-  )
+  methods = list(dict.fromkeys(k.split("/")[0] for r in results["grids"].values() for k in r))
   head = ["method"] + [f"{s} {v}" for s in sizes for v in VARIANTS]
 
   def table(cell, last=None):

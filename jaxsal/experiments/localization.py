@@ -15,27 +15,30 @@ What each row's map is:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsal import _checks
-from jaxsal import attribution as A
 from jaxsal.experiments import _common
 
-METHODS = {
-  "gradient": A.gradient,
-  "gradient_x_input": A.gradient_x_input,
-  "integrated_gradients": A.integrated_gradients,
-  "smoothgrad": None,  # built from the config (samples)
-  "guided_backprop": A.guided_backprop,
-  "gradcam": A.gradcam,
-}
+COMMAND = "localization"
+HELP = (
+  "localisation metrics (LE, OM, F1, SM, PxAP) of maskers, the centre box and attribution methods"
+)
+DEFAULT_CONFIG = "localization_digits"
+CONFIG_HELP = "an experiment config (localization_digits[:test]) or a .py path"
+WORKDIR_HELP = (
+  "the classifier's workdir: trained there if it holds no checkpoint; maskers are trained "
+  "(or reused) in <workdir>/maskers"
+)
+SET_EXAMPLE = "num_images=500"
+
 RESULT_FILE = "localization.json"
 COLUMNS = ("le", "om", "f1", "f1a", "sm", "pxap", "area", "accuracy")
 
@@ -43,29 +46,24 @@ COLUMNS = ("le", "om", "f1", "f1a", "sm", "pxap", "area", "accuracy")
 def validate(config) -> None:
   """Checks the experiment's own entries before anything runs."""
   from jaxsal import train
-  from jaxsal.configs import localization_digits
 
-  for m in config.methods:
-    _checks.check_choice(m, "method", METHODS)
-  for key in ("num_images", "batch_size", "ig_steps", "smoothgrad_samples", "center_box_images"):
-    _checks.check_positive_int(config[key], key)
+  train.validate_config(config.classifier)
   if not (config.maskers or config.methods or config.center_box):
     raise ValueError("nothing to evaluate: maskers, methods and center_box are all empty")
-  for v in config.maskers:
-    train.validate_masker_config(_masker_config(config, v, localization_digits))
+  if config.methods:
+    _common.get_methods(config.methods)
+  for key in ("num_images", "batch_size", "center_box_images"):
+    _checks.check_positive_int(config[key], key)
+  for variant in config.maskers:
+    train.validate_masker_config(masker_config(config, variant, ""))
 
 
-def _masker_config(config, variant, module):
-  from jaxsal import configs
-
-  m = module.masker_config(variant, config.classifier)
-  return configs.apply_overrides(m, list(config.masker_overrides))
-
-
-def _method(name: str, config):
-  if name == "smoothgrad":
-    return A.smoothgrad(A.gradient, samples=int(config.smoothgrad_samples))
-  return METHODS[name]
+def masker_config(config, variant: str, workdir: str):
+  """The nested config of masker ``variant``, on this experiment's classifier in ``workdir``."""
+  mc = copy.deepcopy(config.maskers[variant])
+  mc.classifier = copy.deepcopy(config.classifier)
+  mc.classifier_workdir = workdir
+  return mc
 
 
 def center_box(source, num: int, height: int, width: int) -> np.ndarray:
@@ -85,9 +83,9 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     'seconds': {name: s}}``.
   """
   from jaxsal import data, metrics, train
-  from jaxsal.configs import localization_digits
 
   validate(config)
+  t_start = time.perf_counter()
   cc = config.classifier
   apply_fn, params, info = _common.trained_classifier(cc, workdir, progress=progress)
   src = lambda split: data.load_source(
@@ -115,8 +113,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     seconds[name] = time.perf_counter() - t0
 
   for variant in config.maskers:
-    mc = _masker_config(config, variant, localization_digits)
-    mc.classifier_workdir = workdir
+    mc = masker_config(config, variant, workdir)
     out = train.train_masker(mc, os.path.join(workdir, "maskers", variant), progress=progress)
     mask_fn = train.make_mask_fn(out["classifier"], out["masker"])
     state = out["state"]
@@ -138,18 +135,13 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
     record("center box", center_maps)
 
-  for name in config.methods:
-    method, kwargs = _method(name, config), _common.method_kwargs(name, config)
+  for name, method in (_common.get_methods(config.methods) if config.methods else {}).items():
 
-    def method_maps(x, label, method=method, kwargs=kwargs, name=name):
+    def method_maps(x, label, method=method, name=name):
       logits = apply_fn(params, x)
       pred = logits.argmax(-1)
-      extra = (
-        {"key": jax.random.split(jax.random.key(config.seed), x.shape[0])}
-        if name == "smoothgrad"
-        else {}
-      )
-      maps = jnp.abs(method(apply_fn, params, x, pred, **kwargs, **extra)).sum(-1)
+      extra = _common.method_key(name, int(config.seed), x.shape[0])
+      maps = jnp.abs(method(apply_fn, params, x, pred, **extra)).sum(-1)
       maps = maps / jnp.maximum(maps.max((1, 2), keepdims=True), 1e-12)
       return jnp.clip(maps, 0.0, 1.0), (pred == label).astype(jnp.float32)
 
@@ -165,7 +157,18 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     "config": json.loads(config.to_json_best_effort()),
   }
   _common.write_result(path, result)
+  result["total_seconds"] = time.perf_counter() - t_start
   return result
+
+
+def summary(result: dict[str, Any]) -> str:
+  """The table and a closing line, as ``jaxsal localization`` prints them."""
+  return (
+    f"{format_table(result)}\n"
+    f"jaxsal: localisation of {len(result['rows'])} maps on {result['num_images']} test images "
+    f"(lower is better for LE, OM, SM) in {result['total_seconds']:.1f}s; results in "
+    f"{result['path']}"
+  )
 
 
 def format_table(result: dict[str, Any]) -> str:

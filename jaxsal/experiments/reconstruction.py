@@ -23,6 +23,7 @@ optimised masks' starts, SmoothGrad's noise and the generator's samples).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -37,18 +38,23 @@ from jaxsal import _checks
 from jaxsal import attribution as A
 from jaxsal.experiments import _common
 
+COMMAND = "reconstruction"
+HELP = (
+  "keep each explanation's top pixels, sample the rest, count kept decisions "
+  "(our reading of Thakur & Fischmeister 2020)"
+)
+DEFAULT_CONFIG = "reconstruction_digits"
+CONFIG_HELP = "an experiment config (reconstruction_digits[:test]) or a .py path"
+WORKDIR_HELP = (
+  "the classifier's workdir: trained there if it holds no checkpoint; the generator is read "
+  "from <workdir>/generator (train it first with jaxsal train-generator), the masker from "
+  "<workdir>/maskers/<masker_variant>"
+)
+SET_EXAMPLE = "num_images=100"
+
 RESULT_FILE = "reconstruction.json"
-GRADIENTS = {
-  "gradient": A.gradient,
-  "gradient_x_input": A.gradient_x_input,
-  "integrated_gradients": A.integrated_gradients,
-  "smoothgrad": None,
-  "guided_backprop": A.guided_backprop,
-  "gradcam": A.gradcam,
-}
-OTHERS = ("optimized_mask", "masker", "random_pixels", "random_blobs")
-METHODS = OTHERS + tuple(GRADIENTS)
-SEEDED = ("optimized_mask", "random_pixels", "random_blobs", "smoothgrad")
+# Rows the experiment computes itself; every other name is a get_method method.
+OWN_ROWS = ("masker", "random_pixels", "random_blobs")
 
 
 def generator_workdir(config, workdir: str) -> str:
@@ -64,12 +70,9 @@ def validate(config) -> None:
       ``(0, 1]``, no seeds, a non-positive count, a bad optimised-mask setting.
   """
   from jaxsal import train
-  from jaxsal.configs import reconstruction_digits
 
-  if not config.methods:
-    raise ValueError(f"methods must name at least one of: {', '.join(METHODS)}")
-  for m in config.methods:
-    _checks.check_choice(m, "method", METHODS)
+  train.validate_config(config.classifier)
+  methods = _common.get_methods(config.methods, special=OWN_ROWS)
   if not config.areas:
     raise ValueError("areas must hold at least one kept fraction in (0, 1]")
   for a in config.areas:
@@ -77,44 +80,25 @@ def validate(config) -> None:
       raise ValueError(f"areas must be fractions in (0, 1]; got {a!r}")
   if not config.seeds:
     raise ValueError("seeds must hold at least one seed (the spread is over seeds)")
-  for key in (
-    "num_images",
-    "batch_size",
-    "num_samples",
-    "ig_steps",
-    "smoothgrad_samples",
-    "blob_scale",
-  ):
+  for key in ("num_images", "batch_size", "num_samples", "blob_scale"):
     _checks.check_positive_int(config[key], key)
-  o = config.optimized_mask
-  _checks.check_positive_int(o.steps, "optimized_mask.steps")
-  _checks.check_positive_int(o.mask_scale, "optimized_mask.mask_scale")
-  for name in ("lam_area", "lam_tv"):
-    if isinstance(o[name], bool) or not float(o[name]) >= 0:
-      raise ValueError(f"optimized_mask.{name} must be a number >= 0; got {o[name]!r}")
-  if "masker" in config.methods:
-    train.validate_masker_config(_masker_config(config, reconstruction_digits))
+  om = _common.method_params(config.methods).get("optimized_mask", {})
+  for key in ("steps", "mask_scale"):
+    if key in om:
+      _checks.check_positive_int(om[key], f"methods.optimized_mask.{key}")
+  for key in ("lam_area", "lam_tv"):
+    if key in om and (isinstance(om[key], bool) or not float(om[key]) >= 0):
+      raise ValueError(f"methods.optimized_mask.{key} must be a number >= 0; got {om[key]!r}")
+  if "masker" in methods:
+    train.validate_masker_config(masker_config(config, ""))
 
 
-def _masker_config(config, module):
-  from jaxsal import configs
-
-  m = module.masker_config(config.masker_variant, config.classifier)
-  return configs.apply_overrides(m, list(config.masker_overrides))
-
-
-def _optimized_kwargs(config) -> dict[str, Any]:
-  o = config.optimized_mask
-  return {
-    "steps": int(o.steps),
-    "learning_rate": float(o.learning_rate),
-    "mask_scale": int(o.mask_scale),
-    "lam_area": float(o.lam_area),
-    "lam_tv": float(o.lam_tv),
-    "tv_beta": float(o.tv_beta),
-    "substrate": o.substrate,
-    "blur_sigma": float(o.blur_sigma),
-  }
+def masker_config(config, workdir: str):
+  """The nested masker config, on this experiment's classifier in ``workdir``."""
+  mc = copy.deepcopy(config.masker)
+  mc.classifier = copy.deepcopy(config.classifier)
+  mc.classifier_workdir = workdir
+  return mc
 
 
 def _image_keys(seed: int, index: jax.Array) -> jax.Array:
@@ -137,9 +121,9 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ``accuracy_std`` and ``kept_per_seed``.
   """
   from jaxsal import data, train
-  from jaxsal.configs import reconstruction_digits
 
   validate(config)
+  methods = _common.get_methods(config.methods, special=OWN_ROWS)
   gen = train.load_generator(generator_workdir(config, workdir))
   cc = config.classifier
   apply_fn, params, info = _common.trained_classifier(cc, workdir, progress=progress)
@@ -175,10 +159,6 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
   # The map functions: (x, pred, index, seed) -> scores [B, H, W].
   fns = {}
-  om_kwargs = _optimized_kwargs(config)
-  fns["optimized_mask"] = lambda x, p, idx, s: A.optimized_mask(
-    apply_fn, params, to_input(x), p, key=_image_keys(s, idx), **om_kwargs
-  )[..., 0]
   fns["random_pixels"] = lambda x, p, idx, s: jax.vmap(lambda k: jax.random.uniform(k, (h, w)))(
     _image_keys(s, idx)
   )
@@ -188,25 +168,26 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
       jax.random.uniform(k, (max(h // bs, 1), max(w // bs, 1))), (h, w), "bilinear"
     )
   )(_image_keys(s, idx))
-  if "masker" in config.methods:
-    mc = _masker_config(config, reconstruction_digits)
-    mc.classifier_workdir = workdir
+  if "masker" in methods:
     out = train.train_masker(
-      mc, os.path.join(workdir, "maskers", config.masker_variant), progress=progress
+      masker_config(config, workdir),
+      os.path.join(workdir, "maskers", config.masker_variant),
+      progress=progress,
     )
     mask_fn, mstate = train.make_mask_fn(out["classifier"], out["masker"]), out["state"]
     fns["masker"] = lambda x, p, idx, s: mask_fn(mstate, to_input(x))[0]
-  for name, method in GRADIENTS.items():
-    if name == "smoothgrad":
-      sg = A.smoothgrad(A.gradient, samples=int(config.smoothgrad_samples))
-      fns[name] = lambda x, p, idx, s, sg=sg: jnp.abs(
-        sg(apply_fn, params, to_input(x), p, key=_image_keys(s, idx))
+  for name, method in methods.items():
+    if method is None:
+      continue
+    # A map's score is |map| summed over channels (a mask's single channel as it is).
+    if A.needs_key(name):
+      fns[name] = lambda x, p, idx, s, m=method: jnp.abs(
+        m(apply_fn, params, to_input(x), p, key=_image_keys(s, idx))
       ).sum(-1)
     else:
-      kw = _common.method_kwargs(name, config)
-      fns[name] = lambda x, p, idx, s, m=method, kw=kw: jnp.abs(
-        m(apply_fn, params, to_input(x), p, **kw)
-      ).sum(-1)
+      fns[name] = lambda x, p, idx, s, m=method: jnp.abs(m(apply_fn, params, to_input(x), p)).sum(
+        -1
+      )
   predict = jax.jit(lambda x: apply_fn(params, to_input(x)).argmax(-1))
   preds = np.concatenate(
     [
@@ -232,7 +213,10 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
   def score_method(name):
     fn = jax.jit(fns[name], static_argnums=(3,))
-    per_seed = seeds if name in SEEDED else [None]
+    seeded = name in ("random_pixels", "random_blobs") or (
+      name not in OWN_ROWS and A.needs_key(name)
+    )
+    per_seed = seeds if seeded else [None]
     totals = {a: [[0, 0] for _ in seeds] for a in areas}
     t0 = time.perf_counter()
     bar = tqdm(
@@ -261,7 +245,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     counts[name] = totals
     seconds[name] = time.perf_counter() - t0
 
-  for name in config.methods:
+  for name in methods:
     score_method(name)
 
   def stats(per_seed):
@@ -275,7 +259,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
       "kept_per_seed": kept.tolist(),
     }
 
-  rows = {name: {str(a): stats(counts[name][a]) for a in areas} for name in config.methods}
+  rows = {name: {str(a): stats(counts[name][a]) for a in areas} for name in methods}
   none = [[0, 0] for _ in seeds]
   for sj, s in enumerate(seeds):
     for lo, hi in batches:
@@ -292,18 +276,14 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
       none[sj][1] += int(right)
 
   loc = None
-  if config.localization and "optimized_mask" in config.methods:
+  if config.localization and "optimized_mask" in methods:
+    om = methods["optimized_mask"]
     t0 = time.perf_counter()
     maps_fn = lambda x, label: (
       lambda p: (
-        A.optimized_mask(
-          apply_fn,
-          params,
-          x,
-          p,
-          key=jax.random.split(jax.random.key(seeds[0]), x.shape[0]),
-          **om_kwargs,
-        )[..., 0],
+        om(apply_fn, params, x, p, key=jax.random.split(jax.random.key(seeds[0]), x.shape[0]))[
+          ..., 0
+        ],
         (p == label).astype(jnp.float32),
       )
     )(apply_fn(params, x).argmax(-1))
@@ -338,6 +318,66 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   }
   _common.write_result(path, result)
   return result
+
+
+def example(
+  config,
+  workdir: str,
+  images: np.ndarray,
+  maps: np.ndarray,
+  predicted: np.ndarray,
+  apply_fn,
+  params,
+) -> dict[str, Any]:
+  """Reconstructions of a few images from the top of their maps, for a figure.
+
+  Each image keeps the first of ``config.areas`` of its map's pixels; the
+  generator in the generator workdir samples the rest ``num_samples`` times
+  (keys from ``config.seeds[0]``), and the classifier classifies each sample.
+
+  Args:
+    config: a ``reconstruction_digits`` config; workdir: the classifier's.
+    images: ``[N, H, W, C]`` in ``[0, 1]``; maps: ``[N, H, W]`` scores;
+    predicted: int ``[N]``, the classifier's class of each clean image.
+    apply_fn, params: the classifier.
+
+  Returns:
+    ``{'images', 'keep': [N, H, W] in {0, 1}, 'samples': [S, N, H, W, C],
+    'predicted': [S, N], 'clean': [N], 'kept': [N] share of samples whose
+    decision is the clean one, 'area'}``.
+  """
+  from jaxsal import train
+
+  n = len(images)
+  area = float(config.areas[0])
+  gen = train.load_generator(generator_workdir(config, workdir))
+  x01 = jnp.asarray(images)
+  keep = A.keep_top(jnp.asarray(maps), area)
+  keys = jax.random.split(jax.random.key(int(config.seeds[0])), n)
+  samples = A.reconstruct(gen, x01, keep, key=keys, num_samples=int(config.num_samples))
+  flat = np.asarray(samples.reshape((-1,) + x01.shape[1:])) * 255.0
+  pred = jax.jit(apply_fn)(params, jnp.asarray(_common.normalize(config.classifier, flat)))
+  pred = np.asarray(pred.argmax(-1)).reshape(samples.shape[:2])
+  clean = np.asarray(predicted)
+  return {
+    "images": np.asarray(x01),
+    "keep": np.asarray(keep, np.float32),
+    "samples": np.asarray(samples, np.float32),
+    "predicted": pred,
+    "clean": clean,
+    "kept": (pred == clean[None]).mean(0),
+    "area": area,
+  }
+
+
+def summary(result: dict[str, Any]) -> str:
+  """The table and a closing line, as ``jaxsal reconstruction`` prints them."""
+  return (
+    f"{format_table(result)}\n"
+    f"jaxsal: reconstructions of {result['num_images']} test images ({result['num_samples']} "
+    f"samples each, {len(result['seeds'])} seeds; the classifier's decision kept, mean ± std "
+    f"over seeds, %) in {result['total_seconds']:.1f}s; results in {result['path']}"
+  )
 
 
 def format_table(result: dict[str, Any]) -> str:

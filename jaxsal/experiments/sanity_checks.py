@@ -26,16 +26,14 @@ from jaxsal import attribution as A
 from jaxsal import sanity
 from jaxsal.experiments import _common
 
-METHODS: dict[str, Callable] = {
-  "gradient": A.gradient,
-  "gradient_x_input": A.gradient_x_input,
-  "integrated_gradients": A.integrated_gradients,
-  "guided_backprop": A.guided_backprop,
-  "gradcam": A.gradcam,
-  "guided_gradcam": A.guided_gradcam,
-  "cgi": A.cgi,
-}
-METRICS = ("spearman_abs", "spearman_diverging", "ssim", "hog")
+COMMAND = "sanity"
+HELP = "model- and data-randomisation sanity checks of attribution methods"
+DEFAULT_CONFIG = "sanity_digits"
+CONFIG_HELP = "an experiment config (sanity_digits[:test]) or a .py path"
+WORKDIR_HELP = "the classifier's workdir: trained there if it holds no checkpoint"
+SET_EXAMPLE = "num_images=16"
+
+METRICS = sanity.MEASURES
 MODES = ("cascading", "independent")
 
 
@@ -141,62 +139,6 @@ def model_randomization(
   return out
 
 
-def plot_cascade(
-  res: dict[str, Any], path: str | None = None, *, mode: str = "cascading", image: int = 0
-):
-  """The paper's cascade figure: methods in rows, the trained model then each stage in columns.
-
-  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
-  """
-  from jaxsal import figures
-
-  plt = figures._pyplot()
-  methods = list(res["examples"][mode])
-  cols = ["trained"] + res["stages"][mode]
-  fig, axes = plt.subplots(
-    len(methods), len(cols) + 1, figsize=(1.3 * (len(cols) + 1), 1.3 * len(methods)), squeeze=False
-  )
-  img = res["images"][image][..., 0] if res["images"].shape[-1] == 1 else res["images"][image]
-  for r, name in enumerate(methods):
-    axes[r, 0].imshow(img, cmap="gray")
-    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    for c in range(len(cols)):
-      axes[r, c + 1].imshow(res["examples"][mode][name][c, image], cmap="gray", vmin=0, vmax=1)
-  for c, title in enumerate(["input"] + cols):
-    axes[0, c].set_title(title, fontsize=7, rotation=45 if c > 1 else 0)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.suptitle(f"{mode} randomisation (from the logits down, left to right)", fontsize=9)
-  return figures._finish(fig, path)
-
-
-def plot_curves(res: dict[str, Any], path: str | None = None, *, mode: str = "cascading"):
-  """The paper's similarity curves: one panel per measure, one line per method, mean ± std.
-
-  Saved to ``path`` (PNG) and closed if given; the figure is returned (for a notebook).
-  """
-  from jaxsal import figures
-
-  plt = figures._pyplot()
-  stages = res["stages"][mode]
-  fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), squeeze=False)
-  x = np.arange(len(stages) + 1)
-  for ax, metric in zip(axes[0], METRICS):
-    for name, r in res["results"][mode].items():
-      mean = np.array([1.0] + r[metric]["mean"])
-      std = np.array([0.0] + r[metric]["std"])
-      ax.plot(x, mean, marker="o", ms=3, label=name)
-      ax.fill_between(x, mean - std, mean + std, alpha=0.15)
-    ax.set_xticks(x, ["trained"] + stages, rotation=60, fontsize=7)
-    ax.set_title(metric)
-    ax.set_ylim(-0.5, 1.05)
-    ax.axhline(0, color="gray", lw=0.5)
-  axes[0, -1].legend(fontsize=7)
-  fig.suptitle(f"{mode} randomisation: similarity to the trained model's maps", fontsize=9)
-  return figures._finish(fig, path)
-
-
 def to_json(res: dict[str, Any]) -> dict[str, Any]:
   """The JSON-able part of the results (no maps)."""
   return {k: v for k, v in res.items() if k not in ("examples", "images")}
@@ -204,6 +146,8 @@ def to_json(res: dict[str, Any]) -> dict[str, Any]:
 
 def write(res: dict[str, Any], directory: str) -> dict[str, str]:
   """Writes ``sanity.json`` and the figures (cascade and curves per mode) into ``directory``."""
+  from jaxsal import figures
+
   os.makedirs(directory, exist_ok=True)
   paths = {"json": os.path.join(directory, "sanity.json")}
   tmp = paths["json"] + ".tmp"
@@ -212,9 +156,9 @@ def write(res: dict[str, Any], directory: str) -> dict[str, str]:
   os.replace(tmp, paths["json"])
   for mode in res["results"]:
     paths[f"{mode}_cascade"] = os.path.join(directory, f"{mode}_cascade.png")
-    plot_cascade(res, paths[f"{mode}_cascade"], mode=mode)
+    figures.sanity_cascade(res, paths[f"{mode}_cascade"], mode=mode)
     paths[f"{mode}_curves"] = os.path.join(directory, f"{mode}_curves.png")
-    plot_curves(res, paths[f"{mode}_curves"], mode=mode)
+    figures.sanity_curves(res, paths[f"{mode}_curves"], mode=mode)
   return paths
 
 
@@ -237,20 +181,30 @@ def format_table(
 
 def validate(config) -> None:
   """Checks the experiment's own entries before anything runs."""
-  from jaxsal import _checks
+  from jaxsal import _checks, train
 
-  if not config.methods:
-    raise ValueError(f"methods must name at least one of {sorted(METHODS)}")
-  for m in config.methods:
-    _checks.check_choice(m, "method", METHODS)
+  train.validate_config(config.classifier)
+  _common.get_methods(config.methods)
   if not config.modes:
     raise ValueError(f"modes must name at least one of {list(MODES)}")
   for m in config.modes:
     _checks.check_choice(m, "mode", MODES)
   for m in config.label_modes:
     _checks.check_choice(m, "label mode", ("permute", "uniform"))
-  for key in ("num_images", "batch_size", "ig_steps", "hog_pixels_per_cell"):
+  for key in ("num_images", "batch_size", "hog_pixels_per_cell"):
     _checks.check_positive_int(config[key], key)
+  if config.label_modes:
+    train.validate_config(config.random_classifier)
+
+
+def _methods(config) -> dict[str, tuple[Callable, dict[str, Any]]]:
+  """name -> ``(method, kwargs)``: a stochastic method gets one key, the same noise at every stage."""
+  from jaxsal import attribution as A
+
+  return {
+    name: (fn, {"key": jax.random.key(int(config.seed))} if A.needs_key(name) else {})
+    for name, fn in _common.get_methods(config.methods).items()
+  }
 
 
 def memorization(
@@ -307,7 +261,7 @@ def data_randomization(
   from jaxsal import configs
 
   out: dict[str, Any] = {}
-  methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
+  methods = _methods(config)
   batch = int(config.batch_size)
   sim = jax.jit(
     lambda a, b: sanity.similarity(a, b, pixels_per_cell=int(config.hog_pixels_per_cell))
@@ -368,9 +322,10 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     ValueError: a bad config (before anything is written).
   """
   validate(config)
+  t0 = time.perf_counter()
   apply_fn, params, info = _common.trained_classifier(config.classifier, workdir, progress=progress)
   images, _ = _common.test_images(config.classifier, int(config.num_images))
-  methods = {m: (METHODS[m], _common.method_kwargs(m, config)) for m in config.methods}
+  methods = _methods(config)
   res = model_randomization(
     apply_fn,
     params,
@@ -390,7 +345,20 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     )
   res["config"] = json.loads(config.to_json_best_effort())
   res["paths"] = write(res, os.path.join(workdir, "sanity"))
+  res["seconds"]["total"] = time.perf_counter() - t0
   return res
+
+
+def summary(res: dict[str, Any]) -> str:
+  """The tables of every mode (and of the data randomisation) and a closing line."""
+  parts = [format_table(res, mode=mode) for mode in res["results"]]
+  if res.get("data_randomization"):
+    parts.append(format_data_table(res))
+  parts.append(
+    f"jaxsal: sanity checks on {res['num_images']} images in {res['seconds']['total']:.1f}s; "
+    f"results in {res['paths']['json']}, figures beside it"
+  )
+  return "\n".join(parts)
 
 
 def format_data_table(res: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from jaxsal.sanity._randomize import layer_names as layer_names
 from jaxsal.sanity._randomize import model_order as model_order
 from jaxsal.sanity._randomize import randomize as randomize
 from jaxsal.sanity._randomize import stack as stack
+from jaxsal.sanity._similarity import MEASURES as MEASURES
 from jaxsal.sanity._similarity import hog as hog
 from jaxsal.sanity._similarity import hog_similarity as hog_similarity
 from jaxsal.sanity._similarity import similarity as similarity
@@ -19,6 +20,7 @@ from jaxsal.sanity._similarity import spearman as spearman
 from jaxsal.sanity._similarity import ssim as ssim
 
 __all__ = [
+  "MEASURES",
   "DEFAULT_INITIALIZERS",
   "MODES",
   "hog",

@@ -211,9 +211,25 @@ def randomize(
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
 
   Example:
-    >>> order = model_order(apply_fn, params, x)        # ['conv0', ..., 'head']
-    >>> stages = randomize(params, jax.random.key(0), layers=order)
-    >>> maps = jax.vmap(lambda p: gradient(apply_fn, p, x, t))(stack(stages))
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxsal.attribution import gradient
+    >>> from jaxsal.sanity import model_order, randomize, stack
+    >>> k1, k2 = jax.random.split(jax.random.key(0))
+    >>> params = {"hidden": {"kernel": jax.random.normal(k1, (64, 16))},
+    ...           "out": {"kernel": jax.random.normal(k2, (16, 3))}}
+    >>> def apply_fn(p, x):  # a 2-layer model on 8x8 grey images
+    ...   h = jax.nn.relu(x.reshape(len(x), -1) @ p["hidden"]["kernel"])
+    ...   return h @ p["out"]["kernel"]
+    >>> x, t = jnp.ones((2, 8, 8, 1)), jnp.array([0, 2])
+    >>> order = model_order(apply_fn, params, x)
+    >>> order
+    ['hidden', 'out']
+    >>> stages = randomize(params, jax.random.key(1), layers=order)  # 'out', then both
+    >>> [bool((s["hidden"]["kernel"] == params["hidden"]["kernel"]).all()) for s in stages]
+    [True, False]
+    >>> maps = jax.vmap(lambda p: gradient(apply_fn, p, x, t))(stack(stages))  # one call
+    >>> maps.shape
+    (2, 2, 8, 8, 1)
   """
   _checks.check_choice(mode, "mode", MODES)
   stages = _select(layer_names(params), layers)

@@ -194,6 +194,10 @@ def _minmax(m: jax.Array) -> jax.Array:
   return (m - lo[:, None, None]) / span[:, None, None]
 
 
+# The four numbers ``similarity`` returns, in the paper's order.
+MEASURES = ("spearman_abs", "spearman_diverging", "ssim", "hog")
+
+
 def similarity(
   a: jax.Array, b: jax.Array, *, percentile: float = 99.0, pixels_per_cell: int = 16
 ) -> dict[str, jax.Array]:
@@ -217,7 +221,15 @@ def similarity(
     Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
 
   Example:
-    >>> sims = similarity(gradient(apply_fn, params, x, t), gradient(apply_fn, random, x, t))
+    >>> import jax
+    >>> from jaxsal.sanity import similarity
+    >>> a = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
+    >>> b = jax.random.normal(jax.random.key(1), (2, 16, 16, 1))
+    >>> same = similarity(a, a, pixels_per_cell=4)
+    >>> {k: v.round(3).tolist() for k, v in same.items()}
+    {'spearman_abs': [1.0, 1.0], 'spearman_diverging': [1.0, 1.0], 'ssim': [1.0, 1.0], 'hog': [1.0, 1.0]}
+    >>> bool((similarity(a, b, pixels_per_cell=4)["spearman_abs"] < 0.5).all())  # unrelated maps
+    True
   """
   _same_shape(a, b, "similarity")
   if a.ndim != 4:

@@ -19,140 +19,32 @@ argument ends with ``jaxsal: error: ...`` and exit status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 
-def _config(args):
-  from jaxsal import configs
+def _experiment_command(module):
+  """``args -> exit status``: validate, run and print the summary of an experiment module."""
 
-  return configs.apply_overrides(configs.get_config(args.config), args.set or [])
+  def command(args) -> int:
+    from jaxsal import configs
 
-
-def _cmd_train(args) -> int:
-  from jaxsal import train
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  out = train.train_and_evaluate(config, args.workdir, progress=not args.no_progress)
-  ev = out["eval"]
-  print(
-    f"jaxsal: trained {config.model.name} on {config.dataset.name} to step "
-    f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; "
-    f"eval accuracy {ev['eval_accuracy']:.4f} on {ev['eval_count']} images; "
-    f"workdir {out['workdir']}",
-    flush=True,
-  )
-  return 0
-
-
-def _cmd_train_masker(args) -> int:
-  from jaxsal import train
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  out = train.train_masker(config, args.workdir, progress=not args.no_progress)
-  ev = out["eval"]
-  if not ev.get("count"):
-    print(
-      f"jaxsal: trained a {config.mode.upper()} masker to step {int(out['state'].step)} in "
-      f"{time.perf_counter() - t0:.1f}s; the dataset has no boxes or masks, so it was not "
-      f"evaluated; workdir {out['workdir']}",
-      flush=True,
-    )
+    config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+    result = module.run(config, args.workdir, progress=not args.no_progress)
+    print(module.summary(result), flush=True)
     return 0
-  print(
-    f"jaxsal: trained a {config.mode.upper()} masker ({config.objective.name}) to step "
-    f"{int(out['state'].step)} in {time.perf_counter() - t0:.1f}s; on {ev['count']} test "
-    f"images: LE {ev['le']:.3f} OM {ev['om']:.3f} F1 {ev['f1']:.3f} SM {ev['sm']:.3f} "
-    f"PxAP {ev['pxap']:.3f} mean mask {ev['area']:.3f}; workdir {out['workdir']}",
-    flush=True,
-  )
-  return 0
+
+  return command
 
 
-def _cmd_grid_pointing(args) -> int:
-  from jaxsal.experiments import grid_pointing
+def _experiment_modules() -> list:
+  """The subcommands' modules: ``jaxsal.demo`` first, then every experiment in its order."""
+  import importlib
 
-  config = _config(args)
-  t0 = time.perf_counter()
-  results = grid_pointing.run(config, args.workdir, progress=not args.no_progress)
-  print(grid_pointing.format_table(results))
-  print(
-    f"jaxsal: grid pointing game (mean ± standard error over maps; "
-    f"{config.num_grids} grids per size) in {time.perf_counter() - t0:.1f}s; "
-    f"results in {results['path']}",
-    flush=True,
-  )
-  return 0
+  from jaxsal import experiments
 
-
-def _cmd_sanity(args) -> int:
-  from jaxsal.experiments import sanity_checks
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  res = sanity_checks.run(config, args.workdir, progress=not args.no_progress)
-  for mode in res["results"]:
-    print(sanity_checks.format_table(res, mode=mode))
-  if res.get("data_randomization"):
-    print(sanity_checks.format_data_table(res))
-  print(
-    f"jaxsal: sanity checks on {res['num_images']} images in "
-    f"{time.perf_counter() - t0:.1f}s; results in {res['paths']['json']}, figures beside it",
-    flush=True,
-  )
-  return 0
-
-
-def _cmd_localization(args) -> int:
-  from jaxsal.experiments import localization
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  res = localization.run(config, args.workdir, progress=not args.no_progress)
-  print(localization.format_table(res))
-  print(
-    f"jaxsal: localisation of {len(res['rows'])} maps on {res['num_images']} test images "
-    f"(lower is better for LE, OM, SM) in {time.perf_counter() - t0:.1f}s; results in "
-    f"{res['path']}",
-    flush=True,
-  )
-  return 0
-
-
-def _cmd_train_generator(args) -> int:
-  from jaxsal import train
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  out = train.train_generator(config, args.workdir, progress=not args.no_progress)
-  ev = out["eval"]
-  print(
-    f"jaxsal: trained the inpainting VAE to step {int(out['state'].step)} in "
-    f"{time.perf_counter() - t0:.1f}s; on {ev['count']} test images with random masks: "
-    f"-ELBO {ev['loss']:.1f} nats/image (NLL {ev['nll']:.1f}, KL {ev['kl']:.1f}); "
-    f"workdir {out['workdir']}",
-    flush=True,
-  )
-  return 0
-
-
-def _cmd_reconstruction(args) -> int:
-  from jaxsal.experiments import reconstruction
-
-  config = _config(args)
-  t0 = time.perf_counter()
-  res = reconstruction.run(config, args.workdir, progress=not args.no_progress)
-  print(reconstruction.format_table(res))
-  print(
-    f"jaxsal: reconstructions of {res['num_images']} test images ({res['num_samples']} "
-    f"samples each, {len(res['seeds'])} seeds; the classifier's decision kept, mean ± std "
-    f"over seeds, %) in {time.perf_counter() - t0:.1f}s; results in {res['path']}",
-    flush=True,
-  )
-  return 0
+  names = ["jaxsal.demo"] + [f"jaxsal.experiments.{n}" for n in experiments.EXPERIMENTS]
+  return [importlib.import_module(n) for n in names]
 
 
 def _cmd_explain(args) -> int:
@@ -187,44 +79,6 @@ def _cmd_explain(args) -> int:
   return 0
 
 
-def _cmd_demo(args) -> int:
-  from jaxsal import demo
-
-  config = _config(args)
-  res = demo.run(config, args.workdir, progress=not args.no_progress)
-  m = res["metrics"]
-  rows = m["localization"]["rows"]
-  masker = next((r for k, r in rows.items() if k.startswith("masker")), None)
-  sanity = m["sanity"]["fully_randomized"]
-  summary = [f"classifier test accuracy {m['classifier']['test_accuracy']:.4f}"]
-  if masker:
-    summary.append(f"masker LE {masker['le']:.3f} PxAP {masker['pxap']:.3f}")
-  if "gradient" in sanity:
-    summary.append(
-      f"gradient's rank correlation after full randomisation "
-      f"{sanity['gradient']['spearman_abs']:.2f}"
-    )
-  rec = m["reconstruction"]
-  area = str(rec["areas"][0])
-  kept = {k: r[area]["kept_mean"] for k, r in rec["rows"].items()}
-  if "optimized_mask" in kept and "random_pixels" in kept:
-    summary.append(
-      f"reconstructions from the optimised mask's top {float(area):.0%} keep the "
-      f"decision {kept['optimized_mask']:.0%} of the time (random pixels "
-      f"{kept['random_pixels']:.0%})"
-    )
-  print(
-    f"jaxsal: demo done in {m['seconds']['total']:.0f}s ({'; '.join(summary)}); "
-    f"{len(m['gallery']['methods'])} methods on {m['gallery']['num_images']} images"
-  )
-  print(
-    f"jaxsal: report: {os.path.abspath(res['paths']['report'])} "
-    f"(numbers in {os.path.abspath(res['paths']['metrics'])})",
-    flush=True,
-  )
-  return 0
-
-
 def _cmd_prepare_data(args) -> int:
   from jaxsal import data
 
@@ -248,117 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="jaxsal", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
 
-  def config_command(
-    name,
-    func,
-    *,
-    help,
-    config_help,
-    workdir_help,
-    example,
-    default=None,
-    progress_help="no progress bars",
-    default_workdir=None,
-  ):
-    p = sub.add_parser(name, help=help)
-    p.add_argument("--config", required=default is None, default=default, help=config_help)
-    p.add_argument(
-      "--workdir", required=default_workdir is None, default=default_workdir, help=workdir_help
-    )
+  for module in _experiment_modules():
+    p = sub.add_parser(module.COMMAND, help=module.HELP)
+    default = module.DEFAULT_CONFIG
+    p.add_argument("--config", required=default is None, default=default, help=module.CONFIG_HELP)
+    default = getattr(module, "DEFAULT_WORKDIR", None)
+    p.add_argument("--workdir", required=default is None, default=default, help=module.WORKDIR_HELP)
     p.add_argument(
       "--set",
       action="append",
       metavar="KEY=VALUE",
-      help=f"override a config entry, e.g. --set {example} (repeatable)",
+      help=f"override a config entry, e.g. --set {module.SET_EXAMPLE} (repeatable)",
     )
-    p.add_argument("--no-progress", action="store_true", help=progress_help)
-    p.set_defaults(func=func)
-
-  config_command(
-    "demo",
-    _cmd_demo,
-    default="demo_digits",
-    default_workdir="runs/demo",
-    help="train a classifier and a masker on cluttered_digits, run every method, the "
-    "localisation metrics, the grid pointing game and a sanity check; write report.html",
-    config_help="a demo config (demo_digits[:test]) or a .py path",
-    workdir_help="models, results, figures, report.html and metrics.json go here (default "
-    "runs/demo); models trained there are reused",
-    example="gallery.num_images=4",
-  )
-  config_command(
-    "train-masker",
-    _cmd_train_masker,
-    default="masker_digits",
-    help="train a masking model (FIX or CA) on a classifier's taps",
-    config_help="a masker config (masker_digits[:ca|fix|ca_in|ca_out|ca_fewshot|fix_fewshot|"
-    "ca_pool|test], masker_resnet50_imagenet[:ca|fix|cpu]) or a .py path",
-    workdir_help="the masker's checkpoints and metrics go here (rerun to resume); the "
-    "classifier is read from classifier_workdir, by default <workdir>/classifier",
-    example="classifier_workdir=runs/small_cnn",
-  )
-  experiment_workdir = "the classifier's workdir: trained there if it holds no checkpoint"
-  config_command(
-    "train",
-    _cmd_train,
-    help="train a classifier from a config",
-    config_help="a config name with an optional variant (small_cnn_digits:cpu) or a .py path",
-    workdir_help="checkpoints, metrics.jsonl and config.json go here; rerun to resume",
-    example="num_train_steps=100",
-    progress_help="no progress bar",
-  )
-  config_command(
-    "grid-pointing",
-    _cmd_grid_pointing,
-    default="grid_pointing_digits",
-    help="the grid pointing game: methods alone, with CGI and with VAR",
-    config_help="an experiment config (grid_pointing_digits[:test]) or a .py path",
-    workdir_help=experiment_workdir,
-    example="num_grids=50",
-  )
-  config_command(
-    "sanity",
-    _cmd_sanity,
-    default="sanity_digits",
-    help="model- and data-randomisation sanity checks of attribution methods",
-    config_help="an experiment config (sanity_digits[:test]) or a .py path",
-    workdir_help=experiment_workdir,
-    example="num_images=16",
-  )
-
-  config_command(
-    "localization",
-    _cmd_localization,
-    default="localization_digits",
-    help="localisation metrics (LE, OM, F1, SM, PxAP) of maskers, the centre box and "
-    "gradient methods",
-    config_help="an experiment config (localization_digits[:test]) or a .py path",
-    workdir_help=experiment_workdir + "; maskers are trained (or reused) in <workdir>/maskers",
-    example="num_images=500",
-  )
-
-  config_command(
-    "train-generator",
-    _cmd_train_generator,
-    default="generator_digits",
-    help="train the inpainting VAE that reconstructions of salient inputs sample from",
-    config_help="a generator config (generator_digits[:test]) or a .py path",
-    workdir_help="checkpoints, metrics.jsonl and generator.json go here; rerun to resume "
-    "(the reconstruction experiment reads <classifier workdir>/generator)",
-    example="num_train_steps=500",
-  )
-  config_command(
-    "reconstruction",
-    _cmd_reconstruction,
-    default="reconstruction_digits",
-    help="keep each explanation's top pixels, sample the rest, count kept decisions "
-    "(our reading of Thakur & Fischmeister 2020)",
-    config_help="an experiment config (reconstruction_digits[:test]) or a .py path",
-    workdir_help=experiment_workdir + "; the generator is read from <workdir>/generator "
-    "(train it first with jaxsal train-generator), the masker from "
-    "<workdir>/maskers/<variant>",
-    example="num_images=100",
-  )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_experiment_command(module))
 
   from jaxsal.explain import known_methods
 

@@ -326,3 +326,38 @@ def sanity_curves(res: dict[str, Any], path: str | None = None, *, mode: str = "
   axes[0, -1].legend(fontsize=7)
   fig.suptitle(f"{mode} randomisation: similarity to the trained model's maps", fontsize=9)
   return _finish(fig, path)
+
+
+def grid_example(ex: dict[str, Any], path: str | None = None):
+  """A grid explained for each cell's class, one row per variant (alone, CGI, VAR).
+
+  Args:
+    ex: ``jaxsal.experiments.grid_pointing.example``'s result: ``image``
+      ``[H, W, C]`` in ``[0, 1]``, ``classes``, ``method`` and ``maps``
+      ``{variant: [cells, H, W]}``.
+    path: where to save the PNG (the figure is closed); without it the
+      figure is returned (for a notebook).
+
+  Only a map's positive part is drawn: the pointing game counts positive mass.
+  """
+  plt = _pyplot()
+  variants = list(ex["maps"])
+  cols = len(ex["classes"]) + 1
+  fig, axes = plt.subplots(
+    len(variants), cols, figsize=(1.7 * cols, 1.8 * len(variants)), squeeze=False
+  )
+  for r, v in enumerate(variants):
+    axes[r, 0].imshow(_rgb(ex["image"]), interpolation="nearest")
+    axes[r, 0].set_ylabel(v, rotation=0, ha="right", va="center", fontsize=9)
+    for k, c in enumerate(ex["classes"]):
+      pos = np.maximum(ex["maps"][v][k], 0)
+      axes[r, k + 1].imshow(blend(ex["image"], pos), interpolation="nearest")
+      if r == 0:
+        axes[r, k + 1].set_title(f"class {c}", fontsize=9)
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(
+    f"{ex['method']} on a grid, for each cell's class: the right cell should light up", fontsize=9
+  )
+  return _finish(fig, path)

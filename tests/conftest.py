@@ -52,15 +52,12 @@ def test_masker_workdir(test_classifier_workdir, data_dir):
   It is where ``localization_digits:test`` (and the demo's test config) train
   that masker, so they reuse it instead of training it again.
   """
-  from jaxsal import configs, train
-  from jaxsal.configs import localization_digits
+  from jaxsal import configs
+  from jaxsal.experiments import localization
 
-  classifier = configs.apply_overrides(
-    configs.get_config("small_cnn_digits:test"), [f"dataset.data_dir={data_dir}"]
+  config = configs.apply_overrides(
+    configs.get_config("localization_digits:test"), [f"classifier.dataset.data_dir={data_dir}"]
   )
-  masker = localization_digits.masker_config("test", classifier)
-  masker.classifier_workdir = test_classifier_workdir
-  train.train_masker(
-    masker, os.path.join(test_classifier_workdir, "maskers", "test"), progress=False
-  )
+  masker = localization.masker_config(config, "test", test_classifier_workdir)
+  localization.trained_masker(masker, test_classifier_workdir, "test", progress=False)
   return test_classifier_workdir

@@ -30,8 +30,8 @@ def test_configs_lists_shipped_configs(capsys):
       "train one first: jaxsal train-generator --config generator_digits --workdir W/generator",
     ),
     (
-      ["reconstruction", "--workdir", "W", "--set", "optimized_mask.steps=0"],
-      "optimized_mask.steps must be a positive integer",
+      ["reconstruction", "--workdir", "W", "--set", "methods.optimized_mask.steps=0"],
+      "methods.optimized_mask.steps must be a positive integer",
     ),
     (
       ["train-generator", "--workdir", "W", "--set", "max_area=1.5"],

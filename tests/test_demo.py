@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from jaxsal import attribution as A
-from jaxsal import cli, configs, data
-from jaxsal.configs.demo_digits import GALLERY_METHODS
+from jaxsal import cli, configs, data, sanity
 from jaxsal.experiments import _common
-from jaxsal.experiments.sanity_checks import METRICS
+
+# The gallery of demo_digits lists every registry method, then the masker.
+GALLERY_METHODS = (*A.method_names(), "masker")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_demo_report_holds_every_part_with_the_parts_own_numbers(data_dir, demo_
   assert m["reconstruction"]["example"]["method"] == "optimized_mask"
   san = json.loads((work / "sanity" / "sanity.json").read_text())["results"]["cascading"]
   for method in ("gradient",):
-    for k in METRICS:
+    for k in sanity.MEASURES:
       assert m["sanity"]["fully_randomized"][method][k] == san[method][k]["mean"][-1]
 
   # The gallery: every method; its gradient is the gradient of the predicted class.
@@ -160,7 +161,15 @@ def test_the_report_renders_its_figures_in_a_headless_browser(demo_run, tmp_path
 @pytest.mark.parametrize(
   "override,match",
   [
-    ("gallery.methods=('lime',)", "unknown gallery.methods 'lime'; known: cgi, deconvnet"),
+    (
+      "gallery.methods=('lime',)",
+      "gallery.methods: unknown method 'lime'; known: gradient, gradient_x_input",
+    ),
+    (
+      "parts=('gallery', 'lime')",
+      "unknown parts 'lime'; known: gallery, grid_pointing, localization, reconstruction, sanity",
+    ),
+    ("parts=('gallery', 'gallery')", "parts must name each part at most once"),
     ("gallery.num_images=0", "gallery.num_images must be a positive integer; got 0"),
     ("sanity.modes=('independent',)", "sanity.modes must include 'cascading'"),
     ("localization.methods=('lrp',)", "unknown method 'lrp'"),
@@ -180,3 +189,27 @@ def test_a_bad_demo_config_is_refused_before_anything_is_written(override, match
   err = capsys.readouterr().err
   assert err.startswith("jaxsal: error:") and match in err
   assert not work.exists()
+
+
+def test_the_demo_runs_only_the_parts_its_config_lists(data_dir, demo_run, tmp_path):
+  """``parts=('grid_pointing',)``: that part's numbers, its section of the report, nothing else."""
+  work = tmp_path / "demo"
+  shutil.copytree(demo_run["work"], work)
+  for name in ("metrics.json", "report.html", "localization.json", "grid_pointing.json"):
+    (work / name).unlink()
+  argv = ["demo", "--config", "demo_digits:test", "--workdir", str(work), "--no-progress"]
+  overrides = demo_run["overrides"] + ["parts=('grid_pointing',)"]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert cli.main(argv + [a for o in overrides for a in ("--set", o)]) == 0
+  m = json.loads((work / "metrics.json").read_text())
+  assert set(m) == {"classifier", "grid_pointing", "seconds", "environment", "config"}
+  assert m["grid_pointing"]["grids"] == demo_run_metrics(demo_run)["grid_pointing"]["grids"]
+  assert not (work / "localization.json").exists()
+  html = (work / "report.html").read_text()
+  assert "Grid pointing game" in html and "<h2>Localisation</h2>" not in html
+  assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 1
+
+
+def demo_run_metrics(demo_run):
+  return json.loads((demo_run["work"] / "metrics.json").read_text())

@@ -84,7 +84,10 @@ def _as_config_dict(old: ml_collections.ConfigDict, value, item: str) -> ml_coll
     value = (value,)
   if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
     return ml_collections.ConfigDict(
-      {v: old[v].to_dict() if isinstance(old.get(v), ml_collections.ConfigDict) else {} for v in value}
+      {
+        v: old[v].to_dict() if isinstance(old.get(v), ml_collections.ConfigDict) else {}
+        for v in value
+      }
     )
   raise ValueError(
     f"override {item!r}: expected a dict or a tuple of names for this mapping entry, "

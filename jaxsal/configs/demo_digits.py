@@ -1,7 +1,7 @@
 """``jaxsal demo``: every part of jaxsal on cluttered_digits, in minutes on a CPU.
 
 One classifier (``classifier``) is trained into the demo's workdir, or reused
-from it; the four parts then run on it, each with its own config, whose
+from it; the parts then run on it, each with its own config, whose
 ``classifier`` entry the demo replaces with the top-level one:
 
   ``localization``: a CA masker trained on it, scored with the centre box
@@ -17,7 +17,7 @@ from it; the four parts then run on it, each with its own config, whose
 
 Sizes are cut from the full experiments (``localization_digits`` and the
 others) so that the whole demo takes under 10 minutes on 2 CPU cores; the
-numbers it reports are therefore noisier than the README's tables.
+numbers it reports are therefore noisier than the full experiments'.
 
 Variants (``demo_digits:ARG``):
   (none) / ``cpu``: the demo.
@@ -33,9 +33,6 @@ from jaxsal.configs import (
   sanity_digits,
   small_cnn_digits,
 )
-
-# The parts the demo runs, in order; each is an experiment (or the gallery).
-PARTS = ("localization", "grid_pointing", "sanity", "gallery", "reconstruction")
 
 # The gallery's settings where they differ from get_method's defaults.
 GALLERY_SETTINGS = {
@@ -62,7 +59,9 @@ def gallery_methods(settings=GALLERY_SETTINGS) -> ml_collections.ConfigDict:
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.parts = PARTS
+  # What the demo runs after training the classifier, in this order (the
+  # reconstruction figure uses the gallery's maps); any subset of these.
+  c.parts = ("localization", "grid_pointing", "sanity", "gallery", "reconstruction")
   c.classifier = small_cnn_digits.get_config(None)
   c.classifier.num_train_steps = 1000
   c.classifier.eval_every = 500
@@ -101,7 +100,8 @@ def get_config(arg=None):
   r.generator.eval_every = 300
   r.generator.eval_num_images = 200
   r.generator.checkpoint.every = 300
-  r.masker = c.localization.maskers.ca  # the localisation's masker, reused
+  # The reconstructions (and the gallery's masker column) reuse
+  # localization.maskers[masker_variant]: the demo sets reconstruction.masker to it.
   r.masker_variant = "ca"
   om = reconstruction_digits.methods().optimized_mask
   om.steps = 150
@@ -142,7 +142,6 @@ def get_config(arg=None):
     )
     c.reconstruction = reconstruction_digits.get_config("test")
     c.reconstruction.methods = {"masker": {}, "random_pixels": {}}
-    c.reconstruction.masker = c.localization.maskers.test
     c.reconstruction.seeds = (0,)
     c.reconstruction.areas = (0.1,)
     c.reconstruction.localization = False

@@ -42,22 +42,43 @@ def trained_classifier(
   )
 
 
-def test_images(classifier_config, num: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first ``num`` images of the classifier's evaluation split, normalised as in training."""
+def environment() -> dict[str, Any]:
+  """Where a result was computed: versions, devices, cores and the date (UTC)."""
+  import datetime
+  import platform
+
+  import jaxsal
+
+  devices = jax.devices()
+  return {
+    "jaxsal": jaxsal.__version__,
+    "jax": jax.__version__,
+    "python": platform.python_version(),
+    "platform": devices[0].platform,
+    "device_kind": devices[0].device_kind,
+    "num_devices": len(devices),
+    "cpu_count": os.cpu_count(),
+    "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+  }
+
+
+def test_examples(classifier_config, num: int) -> list[dict[str, Any]]:
+  """The first ``num`` examples (image, label, and box or mask where the dataset has them) of the classifier's evaluation split."""
   from jaxsal import data
 
-  c = classifier_config
+  d = classifier_config.dataset
   src = data.load_source(
-    c.dataset.name,
-    c.dataset.eval_split,
-    config=c.dataset.get("config", None),
-    data_dir=c.dataset.get("data_dir", None),
+    d.name, d.eval_split, config=d.get("config", None), data_dir=d.get("data_dir", None)
   )
-  num = min(num, len(src))
-  examples = [src[i] for i in range(num)]
+  return [src[i] for i in range(min(num, len(src)))]
+
+
+def test_images(classifier_config, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first ``num`` images of the classifier's evaluation split, normalised as in training."""
+  examples = test_examples(classifier_config, num)
   images = np.stack([np.asarray(e["image"]) for e in examples])
   labels = np.asarray([int(e["label"]) for e in examples], np.int32)
-  return normalize(c, images), labels
+  return normalize(classifier_config, images), labels
 
 
 def normalize(classifier_config, images: np.ndarray) -> np.ndarray:

@@ -58,6 +58,28 @@ def validate(config) -> None:
     train.validate_masker_config(masker_config(config, variant, ""))
 
 
+def masker_workdir(workdir: str, variant: str) -> str:
+  """Where masker ``variant`` is trained (or found) on the classifier in ``workdir``."""
+  return os.path.join(workdir, "maskers", variant)
+
+
+def trained_masker(masker_config, workdir: str, variant: str, *, progress: bool = True):
+  """Trains masker ``variant`` in :func:`masker_workdir` (or restores it from there).
+
+  Args:
+    masker_config: the masker's config, on the classifier in ``workdir``.
+    workdir: the classifier's workdir; variant: the masker's name there.
+    progress: the masker's progress bar.
+
+  Returns:
+    ``(mask_fn, state)``: ``mask_fn(state, x) -> (masks [B, H, W], logits)``.
+  """
+  from jaxsal import train
+
+  out = train.train_masker(masker_config, masker_workdir(workdir, variant), progress=progress)
+  return train.make_mask_fn(out["classifier"], out["masker"]), out["state"]
+
+
 def masker_config(config, variant: str, workdir: str):
   """The nested config of masker ``variant``, on this experiment's classifier in ``workdir``."""
   mc = copy.deepcopy(config.maskers[variant])
@@ -114,9 +136,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
 
   for variant in config.maskers:
     mc = masker_config(config, variant, workdir)
-    out = train.train_masker(mc, os.path.join(workdir, "maskers", variant), progress=progress)
-    mask_fn = train.make_mask_fn(out["classifier"], out["masker"])
-    state = out["state"]
+    mask_fn, state = trained_masker(mc, workdir, variant, progress=progress)
 
     def masker_maps(x, label, mask_fn=mask_fn, state=state):
       mask, logits = mask_fn(state, x)

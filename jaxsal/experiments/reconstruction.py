@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from jaxsal import _checks
 from jaxsal import attribution as A
-from jaxsal.experiments import _common
+from jaxsal.experiments import _common, localization
 
 COMMAND = "reconstruction"
 HELP = (
@@ -169,12 +169,8 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     )
   )(_image_keys(s, idx))
   if "masker" in methods:
-    out = train.train_masker(
-      masker_config(config, workdir),
-      os.path.join(workdir, "maskers", config.masker_variant),
-      progress=progress,
-    )
-    mask_fn, mstate = train.make_mask_fn(out["classifier"], out["masker"]), out["state"]
+    mc, variant = masker_config(config, workdir), config.masker_variant
+    mask_fn, mstate = localization.trained_masker(mc, workdir, variant, progress=progress)
     fns["masker"] = lambda x, p, idx, s: mask_fn(mstate, to_input(x))[0]
   for name, method in methods.items():
     if method is None:

@@ -33,7 +33,6 @@ CONFIG_HELP = "an experiment config (sanity_digits[:test]) or a .py path"
 WORKDIR_HELP = "the classifier's workdir: trained there if it holds no checkpoint"
 SET_EXAMPLE = "num_images=16"
 
-METRICS = sanity.MEASURES
 MODES = ("cascading", "independent")
 
 
@@ -118,7 +117,7 @@ def model_randomization(
     out["stages"][mode] = [layers[-(s + 1)] for s in range(len(stages))]
     out["results"][mode], out["examples"][mode] = {}, {}
     for name, fn in fns.items():
-      sims: dict[str, list] = {m: [] for m in METRICS}
+      sims: dict[str, list] = {m: [] for m in sanity.MEASURES}
       for s in range(0, len(images), batch_size):
         maps = fn(stacked, jnp.asarray(images[s : s + batch_size]))
         if s == 0:
@@ -160,6 +159,21 @@ def write(res: dict[str, Any], directory: str) -> dict[str, str]:
     paths[f"{mode}_curves"] = os.path.join(directory, f"{mode}_curves.png")
     figures.sanity_curves(res, paths[f"{mode}_curves"], mode=mode)
   return paths
+
+
+def summarize(res: dict[str, Any], mode: str = "cascading") -> dict[str, Any]:
+  """One mode's stages, each method's curves (mean, std per measure) and its fully randomised similarity."""
+  rows = res["results"][mode]
+  return {
+    "stages": res["stages"][mode],
+    "methods": {
+      name: {k: {"mean": r[k]["mean"], "std": r[k]["std"]} for k in sanity.MEASURES}
+      for name, r in rows.items()
+    },
+    "fully_randomized": {
+      name: {k: r[k]["mean"][-1] for k in sanity.MEASURES} for name, r in rows.items()
+    },
+  }
 
 
 def format_table(
@@ -290,7 +304,7 @@ def data_randomization(
     }
     for name, (method, kwargs) in methods.items():
       rand_fn = explainer(apply_r, method, kwargs)
-      vals: dict[str, list] = {m: [] for m in METRICS}
+      vals: dict[str, list] = {m: [] for m in sanity.MEASURES}
       for i, s in enumerate(range(0, len(images), batch)):
         maps = rand_fn(params_r, jnp.asarray(images[s : s + batch]))
         for m, v in jax.device_get(sim(trained[name][i], maps)).items():
@@ -365,9 +379,9 @@ def format_data_table(res: dict[str, Any]) -> str:
   """Similarity of the random-label models' maps to the trained model's, per method and measure."""
   lines = []
   for mode, entry in res.get("data_randomization", {}).items():
-    head = ["method"] + list(METRICS)
+    head = ["method"] + list(sanity.MEASURES)
     rows = [
-      [name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in METRICS]
+      [name] + [f"{r[m]['mean']:.2f} ± {r[m]['std']:.2f}" for m in sanity.MEASURES]
       for name, r in entry["results"].items()
     ]
     lines += [

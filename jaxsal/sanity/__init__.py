@@ -20,8 +20,8 @@ from jaxsal.sanity._similarity import spearman as spearman
 from jaxsal.sanity._similarity import ssim as ssim
 
 __all__ = [
-  "MEASURES",
   "DEFAULT_INITIALIZERS",
+  "MEASURES",
   "MODES",
   "hog",
   "hog_similarity",

@@ -8,6 +8,7 @@ import pytest
 from jaxsal import attribution as A
 from jaxsal import models
 from jaxsal.configs import demo_digits
+from jaxsal.experiments import _common
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_all_classes_of_a_named_method_uses_the_methods_own_class_maps(cnn):
 
 
 def test_the_demo_gallery_shows_every_method():
-  assert A.method_names() + ("masker",) == demo_digits.GALLERY_METHODS
+  gallery = _common.get_methods(demo_digits.get_config().gallery.methods, special=("masker",))
+  assert tuple(gallery) == (*A.method_names(), "masker")
   assert A.method_defaults("optimized_mask") == {"steps": 300}
   assert A.method_defaults("meaningful_perturbation") == {"steps": 300, "mask_size": None}
   for name in A.method_names():

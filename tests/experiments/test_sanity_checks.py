@@ -51,7 +51,7 @@ def test_results_are_the_similarity_of_each_stage_to_the_trained_maps(tmp_path):
     stages = sanity.randomize(params, key, layers=layers, mode=mode)
     for s in (0, 4):
       want = similarity(trained, explain(stages[s]))
-      for metric in sanity_checks.METRICS:
+      for metric in sanity.MEASURES:
         got = res["results"][mode]["gradient"][metric]
         np.testing.assert_allclose(got["mean"][s], np.nanmean(want[metric]), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got["std"][s], np.nanstd(want[metric]), rtol=1e-3, atol=1e-5)
@@ -88,7 +88,7 @@ def test_memorization_is_the_accuracy_on_the_randomised_training_labels(data_dir
 
 
 def test_data_table_lists_every_method_and_the_memorisation():
-  r = {m: {"mean": 0.5, "std": 0.1} for m in sanity_checks.METRICS}
+  r = {m: {"mean": 0.5, "std": 0.1} for m in sanity.MEASURES}
   res = {
     "data_randomization": {
       "permute": {"memorized": 0.987, "test_accuracy": 0.1, "results": {"gradient": r, "cgi": r}}
@@ -96,7 +96,7 @@ def test_data_table_lists_every_method_and_the_memorisation():
   }
   table = sanity_checks.format_data_table(res)
   assert "permute labels; random labels fitted: 0.987" in table
-  assert table.count("0.50 ± 0.10") == 2 * len(sanity_checks.METRICS)
+  assert table.count("0.50 ± 0.10") == 2 * len(sanity.MEASURES)
 
 
 def test_data_randomization_compares_each_random_label_model_with_the_trained_one(monkeypatch):
@@ -136,7 +136,7 @@ def test_data_randomization_compares_each_random_label_model_with_the_trained_on
   for mode, (f, p) in randoms.items():
     want = jax.jit(sanity.similarity)(explain(apply_fn, params), explain(f, p))
     assert out[mode]["memorized"] == 0.99 and out[mode]["test_accuracy"] == 0.1
-    for metric in sanity_checks.METRICS:
+    for metric in sanity.MEASURES:
       np.testing.assert_allclose(
         out[mode]["results"]["gradient"][metric]["mean"],
         np.nanmean(want[metric]),

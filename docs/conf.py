@@ -5,7 +5,6 @@ Build offline, warnings as errors:
     sphinx-build -W --keep-going -b html docs docs/_build/html
 """
 
-import importlib.util
 import os
 import sys
 
@@ -32,39 +31,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-
-# Each page under api/ documents the module it is named after. A module that is
-# not (yet) in this checkout keeps its page, which then says so instead of
-# failing the build, and is listed on the API index page.
-_api_dir = os.path.join(os.path.dirname(__file__), "api")
-missing_modules = sorted(
-  name.removesuffix(".rst")
-  for name in os.listdir(_api_dir)
-  if name.startswith("jaxsal.")
-  and name.endswith(".rst")
-  and importlib.util.find_spec(name.removesuffix(".rst")) is None
-)
-if missing_modules:
-  tags.add("missing_modules")  # noqa: F821 (Sphinx injects `tags` into conf.py)
-  print("jaxsal docs: not importable, listed but not documented:", ", ".join(missing_modules))
-rst_epilog = (
-  f".. |missing_modules| replace:: {', '.join(f'``{m}``' for m in missing_modules) or 'none'}\n"
-)
-
-
-def _stub_missing_module(app, docname, source):
-  module = docname.removeprefix("api/")
-  if docname.startswith("api/") and module in missing_modules:
-    rule = "=" * len(module)
-    source[0] = (
-      f"{module}\n{rule}\n\nThis module is not in this checkout yet (it could not be "
-      "imported when these docs were built), so its reference is empty.\n"
-    )
-
-
-def setup(app):
-  app.connect("source-read", _stub_missing_module)
-
 
 # MyST: Markdown pages with fenced directives, anchors for headings, $math$.
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]

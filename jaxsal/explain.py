@@ -1,5 +1,7 @@
 """Explain a classifier's decisions on image files: the engine behind ``jaxsal explain``.
 
+From the command line::
+
     jaxsal explain cat.png coffee.jpg --model resnet50:resnet50.safetensors \\
         --methods gradient integrated_gradients gradcam --out explained/
     jaxsal explain photos/ --model runs/small_cnn --target all --out explained/

@@ -2,27 +2,11 @@
 
 import os
 
-# Must happen before JAX initialises its backends.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent compilation cache for the whole run: both pytest-xdist workers,
-# the notebooks' kernels and the CLI subprocesses of the tests compile many of the
-# same programs (the test classifier's and masker's steps, their evaluations).
-# Programs are keyed by their HLO, jax version and flags, so a hit is the same program.
-import tempfile
-
-os.environ.setdefault(
-  "JAX_COMPILATION_CACHE_DIR",
-  os.path.join(tempfile.gettempdir(), f"jaxsal-tests-xla-cache-{os.getuid()}"),
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-
-import jax
-
-jax.config.update("jax_num_cpu_devices", 8)
-# Compile time dominates the tiny models used in tests.
-jax.config.update("jax_disable_most_optimizations", True)
-
 import pytest
+
+# The JAX setup (CPU, 8 simulated devices, the shared compilation cache, cheap
+# compilation) is made by the repository's root conftest.py, which pytest loads
+# first: it serves the doctests of jaxsal/ as well as these tests.
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
-import jax  # noqa: E402  (the environment above must be set before JAX initialises)
+# JAX is imported only once the environment above is set.
+import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_disable_most_optimizations", True)

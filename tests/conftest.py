@@ -1,6 +1,4 @@
-"""Test configuration: 8 simulated CPU devices, cheap compilation."""
-
-import os
+"""Test fixtures: the prepared datasets and the trained test models, shared by the session."""
 
 import pytest
 

@@ -26,7 +26,7 @@ def test_configs_lists_shipped_configs(capsys):
     (["sanity", "--workdir", "W", "--set", "modes=('cascade',)"], "unknown mode 'cascade'"),
     (
       ["reconstruction", "--workdir", "W"],
-      "no generative model in '{tmp}/W/generator' (no generator.json and checkpoints there); "
+      "no generative model in '{tmp}/W/generator' (no generator.json, config.json and checkpoints there); "
       "train one first: jaxsal train-generator --config generator_digits --workdir W/generator",
     ),
     (

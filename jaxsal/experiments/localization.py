@@ -55,6 +55,12 @@ def validate(config) -> None:
   for key in ("num_images", "batch_size", "center_box_images"):
     _checks.check_positive_int(config[key], key)
   for variant in config.maskers:
+    if not config.maskers[variant]:
+      raise ValueError(
+        f"maskers.{variant} is empty: each entry of maskers is a whole masker config; "
+        f"--set maskers=(...) can only pick among the variants the config holds, and in a "
+        f"config file localization_digits.maskers(('{variant}',)) builds one from masker_digits"
+      )
     train.validate_masker_config(masker_config(config, variant, ""))
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from jaxsal import data
 from jaxsal.data.imagenet import random_resized_crop_box
-from jaxsal.train._loop import _transforms
+from jaxsal.train._inputs import transforms as _transforms
 
 
 def _source(n=12, seed=0):

@@ -70,7 +70,7 @@ def test_play_summarises_every_method_and_variant_over_grids_of_distinct_classes
     [
       "num_grids=3",
       "methods=('gradient_x_input', 'integrated_gradients')",
-      "ig_steps=2",
+      "methods.integrated_gradients.steps=2",
       "grid_sizes=(2, 3)",
     ],
   )

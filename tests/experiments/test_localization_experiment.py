@@ -19,8 +19,8 @@ def test_config_variants_validate():
   for override, match in (
     ("methods=('lrp',)", "unknown method 'lrp'"),
     ("num_images=0", "num_images must be a positive integer"),
-    ("maskers=('fixed',)", "unknown variant 'fixed' of masker_digits"),
-    ("masker_overrides=('masker.layers=(\"l7\",)',)", "unknown tap 'l7'"),
+    ("maskers=('fixed',)", "maskers.fixed is empty"),
+    ('maskers.test.masker.layers=("l7",)', "unknown tap 'l7'"),
   ):
     with pytest.raises(ValueError, match=match):
       localization.validate(configs.apply_overrides(c, [override]))

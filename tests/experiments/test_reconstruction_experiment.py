@@ -20,8 +20,11 @@ def test_config_variants_validate():
     ("methods=('lime',)", "unknown method 'lime'"),
     ("areas=(0.0,)", r"areas must be fractions in \(0, 1\]; got 0.0"),
     ("seeds=()", "seeds must hold at least one seed"),
-    ("optimized_mask.steps=0", "optimized_mask.steps must be a positive"),
-    ("optimized_mask.lam_area=-1.0", "optimized_mask.lam_area must be a number >= 0; got -1.0"),
+    ("methods.optimized_mask.steps=0", "methods.optimized_mask.steps must be a positive"),
+    (
+      "methods.optimized_mask.lam_area=-1.0",
+      "methods.optimized_mask.lam_area must be a number >= 0; got -1.0",
+    ),
   ):
     with pytest.raises(ValueError, match=match):
       reconstruction.validate(configs.apply_overrides(c, [override]))
@@ -46,7 +49,8 @@ def test_kept_decisions_equal_a_recomputation_by_hand(data_dir, test_classifier_
     [f"classifier.dataset.data_dir={data_dir}", f"generator_workdir={gen_dir}"],
   )
   res = reconstruction.run(c, test_classifier_workdir, progress=False)
-  assert list(res["rows"]) == list(c.methods)
+  # The registry's methods in the registry's order, then the experiment's own rows.
+  assert list(res["rows"]) == ["gradient", "optimized_mask", "masker", "random_pixels"]
   saved = json.load(open(res["path"]))
   assert saved["rows"] == res["rows"]
 

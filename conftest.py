@@ -28,6 +28,26 @@ jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_disable_most_optimizations", True)
 
 
+def pytest_configure(config):
+  """Builds the ``small`` cluttered_digits once, before the workers start, for the doctests.
+
+  The training examples read it from the default data folder (``JAXSAL_DATA_DIR``
+  or ``~/.cache/jaxsal``). Built here, in the one controlling process, no two
+  workers build it at once, and tfds' "preparing dataset" lines do not land in
+  an example's expected output.
+  """
+  if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller built it
+    return
+  import contextlib
+  import io
+
+  from jaxsal import data
+
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for split in ("train", "test"):
+      data.load_source("cluttered_digits", split, config="small")
+
+
 def pytest_sessionfinish(session, exitstatus):
   """In CI (``JAXSAL_CI`` set by ``.ci/run``) a skipped test fails the run: CI installs everything."""
   if not os.environ.get("JAXSAL_CI") or exitstatus != 0:

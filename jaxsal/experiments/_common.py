@@ -22,15 +22,12 @@ def trained_classifier(
     and ``info`` with ``mesh``, ``accuracy`` (the last evaluation) and
     ``seconds``.
   """
-  from jaxsal import data, models, train
+  from jaxsal import train
 
   train.validate_config(classifier_config)
   t0 = time.perf_counter()
   trained = train.train_and_evaluate(classifier_config, workdir, progress=progress)
-  c = classifier_config
-  num_classes = data.dataset_info(c.dataset.name, c.dataset.get("config", None))["num_classes"]
-  model = models.get_model(c.model.name, num_classes=num_classes, **dict(c.model.kwargs))
-  apply_fn, params = models.from_linen(model, jax.device_get(trained["state"].variables))
+  apply_fn, params = trained["apply_fn"], trained["params"]
   return (
     apply_fn,
     params,

@@ -13,14 +13,20 @@
     jaxsal configs
 
 Every subcommand checks its arguments before it writes anything; a bad
-argument ends with ``jaxsal: error: ...`` and exit status 2.
+argument ends with ``jaxsal: error: ...`` and exit status 2. Ctrl-C ends any
+command with one line saying what to do next and exit status 130 (a training
+run saves a checkpoint at the end of its step first).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
+
+INTERRUPTED = 130
 
 
 def _experiment_command(module):
@@ -166,24 +172,80 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _latest_step(workdir: str | None) -> int | None:
+  """The newest finished checkpoint step in ``<workdir>/checkpoints``, or None."""
+  path = os.path.join(os.path.expanduser(workdir or ""), "checkpoints")
+  try:
+    steps = [int(n) for n in os.listdir(path) if n.isdigit()]
+  except OSError:
+    return None
+  return max(steps) if steps else None
+
+
+def _advice(argv: list[str]) -> str:
+  """What to do after a Ctrl-C in the command ``argv``, as the rest of one line."""
+  command = next((a for a in argv if not a.startswith("-")), "")
+  if command == "explain":
+    return "nothing was written; rerun the command"
+  if command == "prepare-data":
+    return "rerun the same command to prepare the data"
+  if command in ("configs", ""):
+    return "rerun the command"
+  workdir = None
+  for i, a in enumerate(argv):
+    if a == "--workdir" and i + 1 < len(argv):
+      workdir = argv[i + 1]
+    elif a.startswith("--workdir="):
+      workdir = a.split("=", 1)[1]
+  step = _latest_step(workdir)
+  if step is None:
+    return "rerun the same command to resume (no checkpoint of this run was saved yet)"
+  return f"rerun the same command to resume from step {step}"
+
+
+def _interrupted_at_start(signum, frame) -> None:
+  os.write(2, f"jaxsal: interrupted; {_advice(sys.argv[1:])}\n".encode())
+  os._exit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
-  """Runs the command line; returns the exit status."""
+  """Runs the command line; returns the exit status.
+
+  Under the ``jaxsal`` command (``argv`` None), Ctrl-C is handled by
+  ``jaxsal.train._interrupt``: a training loop saves a checkpoint at the end
+  of its step and the command returns 130; anywhere else the process prints
+  one line and exits with 130 at once.
+  """
+  if argv is None:
+    # Until the handler below is in place (the imports take seconds): one
+    # line and exit 130, no KeyboardInterrupt raised inside an import.
+    signal.signal(signal.SIGINT, _interrupted_at_start)
   parser = build_parser()
   args = parser.parse_args(argv)
   from jaxsal.train import CheckpointError
+  from jaxsal.train import _interrupt as interrupt
 
+  if argv is None:
+    words = sys.argv[1:]
+    interrupt.install(lambda: _advice(words))
   try:
     return args.func(args)
-  except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+  except (ValueError, KeyError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f"jaxsal: error: {message}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
+  except OSError as e:  # a path that is a file, not writable, a full disk: the user's to fix
+    where = f"{e.filename!r}: " if e.filename else ""
+    print(f"jaxsal: error: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt as e:
+    line = str(e) if isinstance(e, interrupt.RunInterrupted) else ""
     print(
-      "jaxsal: interrupted; rerun the same command to resume from the last checkpoint",
+      line or f"jaxsal: interrupted; {_advice(sys.argv[1:] if argv is None else argv)}",
       file=sys.stderr,
+      flush=True,
     )
-    return 130
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -46,3 +46,18 @@ def test_bad_arguments_exit_2_with_a_message(argv, match, capsys, tmp_path, monk
   assert err.startswith("jaxsal: error:")
   assert match.format(tmp=tmp_path) in err
   assert not (tmp_path / "W").exists()
+
+
+def test_ctrl_c_advice_says_how_to_go_on(tmp_path):
+  work = tmp_path / "W"
+  (work / "checkpoints" / "40").mkdir(parents=True)
+  (work / "checkpoints" / "50.orbax-checkpoint-tmp-1").mkdir()
+  assert cli._advice(["explain", "a.png", "--model", "W", "--out", "o"]) == (
+    "nothing was written; rerun the command"
+  )
+  assert cli._advice(["train", "--config", "c", "--workdir", str(work)]) == (
+    "rerun the same command to resume from step 40"
+  )
+  assert cli._advice(["train-masker", f"--workdir={tmp_path / 'new'}"]) == (
+    "rerun the same command to resume (no checkpoint of this run was saved yet)"
+  )

@@ -29,6 +29,7 @@ from jaxsal.train._masker_step import (
   make_masker_step,
 )
 from jaxsal.train._optim import make_optimizer, make_schedule
+from jaxsal.train._runner import NonFiniteError
 from jaxsal.train._setup import prepare_workdir
 from jaxsal.train._state import (
   TrainState,
@@ -37,6 +38,7 @@ from jaxsal.train._state import (
   make_eval_step,
   make_train_step,
 )
+from jaxsal.train._workdir import WorkdirError
 from jaxsal.train._wsol_eval import evaluate_localization
 
 __all__ = [
@@ -46,8 +48,10 @@ __all__ = [
   "GeneratorState",
   "MaskerTrainState",
   "MetricWriter",
+  "NonFiniteError",
   "RandomLabelSource",
   "TrainState",
+  "WorkdirError",
   "classifier_workdir",
   "create_masker_state",
   "create_train_state",

@@ -1,17 +1,68 @@
 """Orbax checkpoints: every N steps, keep K, restore the latest, and say so when one is corrupt.
 
-This is the one file that talks to orbax. A checkpoint holds the train state
-and a small JSON of metadata (the model's name, the config), so that
-restoring into a different model is refused with a clear message.
+This is the one file that talks to orbax. A checkpoint holds the train state,
+a small JSON of metadata (the model's name, the kind of run) and the sha256
+of the state's bytes. Restoring checks the metadata (another model or kind of
+run is refused as such, never called corrupt), the checksum (a flipped byte
+is found) and that the parameters are finite.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+SET_ASIDE_DIR = "checkpoints_set_aside"
+
+
+def host_tree(tree: Any) -> Any:
+  """``tree``'s arrays as numpy on this host (a replicated array's local copy; typed keys as data)."""
+
+  def one(x):
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+      if not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)
+
+
+def checksum(host: Any) -> str:
+  """The sha256 of a host tree: every leaf's path, dtype, shape and bytes, in tree order."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]:
+    a = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def non_finite_params(host: Any) -> list[str]:
+  """The paths of the parameter leaves (a ``params`` in their path) that hold NaN or Inf."""
+  bad = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(host)[0]:
+    name = jax.tree_util.keystr(path)
+    a = np.asarray(leaf)
+    if "params" in name and np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+      bad.append(name)
+  return bad
+
+
+def _shapes(tree: Any) -> list[tuple]:
+  """The sorted (shape, dtype) of ``tree``'s leaves (orbax metadata or arrays alike)."""
+  out = []
+  for leaf in jax.tree.leaves(tree):
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+      out.append((tuple(leaf.shape), str(leaf.dtype)))
+  return sorted(out)
 
 
 class CheckpointError(RuntimeError):
@@ -61,18 +112,58 @@ class Checkpoints:
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+  def should_save(self, step: int) -> bool:
+    """Whether ``save(step, ...)`` would save without ``force``."""
+    return bool(self._manager.should_save(int(step)))
+
   def steps(self) -> list[int]:
     """The steps that have a finished checkpoint, oldest first."""
     self._manager.reload()
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, *, meta: dict, force: bool = False) -> bool:
-    """Saves ``state`` at ``step`` if it is a save step (or ``force``). Returns whether it saved."""
+    """Saves ``state`` at ``step`` if it is a save step (or ``force``). Returns whether it saved.
+
+    The state's sha256 (``checksum``) is saved with it, as the ``checksum`` item.
+    """
+    if not force and not self.should_save(step):
+      return False
+    digest = {"sha256": checksum(host_tree(state))}
     return self._manager.save(
       int(step),
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave(meta),
+        checksum=ocp.args.JsonSave(digest),
+      ),
       force=force,
     )
+
+  def set_aside(self, after: int) -> tuple[list[int], str | None]:
+    """Moves the checkpoints of the steps after ``after`` into ``checkpoints_set_aside/<time>/``.
+
+    They are kept, not deleted, beside the checkpoints folder, so that a run
+    restored from step ``after`` can save its later steps again. Only the
+    first host moves them.
+
+    Returns:
+      ``(the steps moved, the folder they went to or None)``.
+    """
+    later = [s for s in self.steps() if s > after]
+    if not later:
+      return [], None
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    dest = os.path.join(os.path.dirname(self.directory), SET_ASIDE_DIR, stamp)
+    if jax.process_index() == 0:
+      os.makedirs(dest, exist_ok=True)
+      for s in later:
+        os.replace(os.path.join(self.directory, str(s)), os.path.join(dest, str(s)))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices("jaxsal_set_aside")
+    self._manager.reload()
+    return later, dest
 
   def wait(self) -> None:
     """Blocks until a background save has finished."""
@@ -96,10 +187,11 @@ class Checkpoints:
       ``(state, meta)``, or None when there is no checkpoint at all.
 
     Raises:
-      CorruptCheckpointError: the checkpoint could not be read; the message
-        names the previous checkpoint, if any, and how to use it.
+      CorruptCheckpointError: the checkpoint could not be read, its checksum
+        does not match, or its parameters are not finite; the message names
+        the previous checkpoint, if any, and how to use it.
       CheckpointError: the step does not exist, or the checkpoint belongs to
-        another model.
+        another model or kind of run (its metadata or its arrays' shapes differ).
     """
     steps = self.steps()
     if not steps:
@@ -118,33 +210,73 @@ class Checkpoints:
     except Exception as e:
       raise self._corrupt(step, steps, e) from e
     for key, want in (expect_meta or {}).items():
-      if key in meta and meta[key] != want:
+      # A classifier's checkpoints written before ``kind`` was recorded are a classifier's.
+      got = meta.get(key, "classifier" if key == "kind" else None)
+      if (key in meta or key == "kind") and got != want:
+        what = "another kind of run: " if key == "kind" else ""
         raise CheckpointError(
-          f"the checkpoint at step {step} in {self.directory} was written for {key}={meta[key]!r}, "
-          f"but this run uses {key}={want!r}; use another workdir, or the matching config"
+          f"the checkpoint at step {step} in {self.directory} is of {what}it was written for "
+          f"{key}={got!r}, but this run uses {key}={want!r}; use another workdir, or the "
+          "matching config"
         )
+    try:
+      stored = self._manager.item_metadata(step)["state"]
+    except Exception:  # no readable metadata: the restore below says what is wrong
+      stored = None
+    if stored is not None and _shapes(stored) != _shapes(abstract):
+      raise CheckpointError(
+        f"the checkpoint at step {step} in {self.directory} holds a different state than this "
+        "run's (another model, optimizer or kind of run wrote it; its arrays' shapes differ); "
+        "use another workdir, or the matching config"
+      )
     try:
       restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
       )
     except Exception as e:
       raise self._corrupt(step, steps, e) from e
-    return restored["state"], meta
+    state = restored["state"]
+    host = host_tree(state)
+    if os.path.isdir(os.path.join(self.directory, str(step), "checksum")):
+      try:
+        want = self._manager.restore(
+          step, args=ocp.args.Composite(checksum=ocp.args.JsonRestore())
+        )["checksum"]["sha256"]
+      except Exception as e:
+        raise self._corrupt(step, steps, e) from e
+      if checksum(host) != want:
+        raise self._corrupt(
+          step, steps, reason="its arrays do not match the checksum saved with them"
+        )
+    bad = non_finite_params(host)
+    if bad:
+      raise self._corrupt(
+        step, steps, reason=f"its parameters hold NaN or Inf values ({', '.join(bad[:3])})"
+      )
+    return state, meta
 
-  def _corrupt(self, step: int, steps: list[int], error: Exception) -> CorruptCheckpointError:
+  def _corrupt(
+    self, step: int, steps: list[int], error: Exception | None = None, *, reason: str = ""
+  ) -> CorruptCheckpointError:
     previous = max((s for s in steps if s < step), default=None)
-    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    if error is not None:
+      first = str(error).splitlines()[0][:300] if str(error) else ""
+      reason = f"{type(error).__name__}: {first}"
+    aside = os.path.join(os.path.dirname(self.directory), SET_ASIDE_DIR)
     if previous is None:
-      hint = f"There is no earlier checkpoint: delete {os.path.join(self.directory, str(step))} to start over."
+      hint = (
+        f"There is no earlier checkpoint: move {os.path.join(self.directory, str(step))} "
+        "out of the way (or use a new --workdir) to start over."
+      )
     else:
       hint = (
-        f"The previous checkpoint, step {previous}, is available: rerun with "
-        f"--set checkpoint.restore_step={previous}, or delete "
-        f"{os.path.join(self.directory, str(step))}."
+        f"The previous checkpoint, step {previous}, is available: rerun the same command with "
+        f"--set checkpoint.restore_step={previous} (the checkpoints after step {previous} are "
+        f"then moved to {aside}, not deleted)."
       )
+    which = "latest checkpoint" if step == steps[-1] else "checkpoint"
     return CorruptCheckpointError(
-      f"the latest checkpoint (step {step}) in {self.directory} is corrupt or unreadable "
-      f"({reason}). {hint}",
+      f"the {which} (step {step}) in {self.directory} is corrupt or unreadable ({reason}). {hint}",
       step,
       previous,
     )

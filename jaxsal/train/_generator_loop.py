@@ -29,6 +29,7 @@ from jaxsal.train._setup import (
   restore_on_host,
   run_training,
 )
+from jaxsal.train._workdir import plain
 
 
 @flax.struct.dataclass
@@ -103,7 +104,12 @@ def make_generator_step(
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": parts["nll"] + parts["kl"], **parts, "mask_area": jnp.mean(mask)}
+    metrics = {
+      "loss": parts["nll"] + parts["kl"],
+      **parts,
+      "mask_area": jnp.mean(mask),
+      "grad_norm": optax.tree.norm(grads),
+    }
     return GeneratorState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return step
@@ -234,6 +240,21 @@ def _generator_task(config) -> Task:
     source=train_source,
     host_batch=lambda raw: {"image": np.asarray(raw["image"], np.float32)},
     build=build,
+    identity=plain(
+      {
+        "kind": "generator",
+        "model": plain(config.model),
+        "dataset": config.dataset.name,
+        "dataset.config": config.dataset.get("config", None),
+        "dataset.train_split": config.dataset.train_split,
+        "image_shape": list(image_shape),
+        "optimizer": plain(config.optimizer),
+        "seed": int(config.seed),
+        "batch_size": int(config.batch_size),
+        "max_area": float(config.max_area),
+        "free_bits": float(config.free_bits),
+      }
+    ),
     postfix=lambda m: {"nll": f"{m['train_nll']:.1f}", "kl": f"{m['train_kl']:.1f}"},
     eval_line=lambda done, ev: (
       f"step {done}: test -ELBO {ev['loss']:.1f} nats/image "
@@ -281,5 +302,6 @@ def load_generator(workdir: str):
     how=f"train one first: jaxsal train-generator --config generator_digits --workdir {workdir}",
     files=("generator.json", "config.json"),
     target=target,
+    kind="generator",
   )
   return Generator(module, state.params)

@@ -55,6 +55,72 @@ def validate_config(config) -> None:
       f"dataset.mean {config.dataset.mean} and dataset.std {config.dataset.std} "
       "must have one entry per channel"
     )
+  check_normalization(config.dataset.mean, config.dataset.std)
+  size = config.dataset.get("image_size", 0)
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    raise ValueError(
+      f"dataset.image_size must be 0 (the dataset's own) or a positive int; got {size!r}"
+    )
+  step = config.checkpoint.get("restore_step", -1)
+  if isinstance(step, bool) or not isinstance(step, int) or step < -1:
+    raise ValueError(
+      f"checkpoint.restore_step must be -1 (the latest) or a step >= 0; got {step!r}"
+    )
+  kwargs = dict(config.model.get("kwargs") or {})
+  try:
+    models.get_model(config.model.name, num_classes=2, **kwargs)
+  except TypeError as e:
+    raise ValueError(
+      f"model.kwargs {kwargs}: model {config.model.name!r} does not take them ({e})"
+    ) from None
+
+
+def check_normalization(mean, std) -> None:
+  """Checks ``dataset.mean`` (finite numbers) and ``dataset.std`` (finite numbers > 0).
+
+  Raises:
+    ValueError: an entry that is not a number, not finite, or a standard
+      deviation <= 0 (which would divide the images into Inf and NaN).
+
+  Example:
+    >>> check_normalization((0.5,), (0.0,))
+    Traceback (most recent call last):
+    ...
+    ValueError: dataset.std must hold finite numbers > 0 (the images are divided by it); got (0.0,)
+  """
+  for name, values, positive in (("dataset.mean", mean, False), ("dataset.std", std, True)):
+    try:
+      a = np.asarray(values, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+      a = None
+    if a is None or a.size == 0 or not np.all(np.isfinite(a)) or (positive and np.any(a <= 0)):
+      what = "finite numbers > 0 (the images are divided by it)" if positive else "finite numbers"
+      raise ValueError(f"{name} must hold {what}; got {values!r}")
+
+
+def classifier_identity(config, num_classes: int, image_shape) -> dict:
+  """What makes a classifier run what it is (its workdir's ``identity.json``)."""
+  from jaxsal.train._workdir import plain
+
+  d = config.dataset
+  return plain(
+    {
+      "kind": "classifier",
+      "model": config.model.name,
+      "model.kwargs": plain(config.model.kwargs),
+      "dataset": d.name,
+      "dataset.config": d.get("config", None),
+      "dataset.train_split": d.train_split,
+      "dataset.label_randomization": d.label_randomization,
+      "image_shape": list(image_shape),
+      "dataset.mean": [float(v) for v in d.mean],
+      "dataset.std": [float(v) for v in d.std],
+      "num_classes": int(num_classes),
+      "optimizer": plain(config.optimizer),
+      "seed": int(config.seed),
+      "batch_size": int(config.batch_size),
+    }
+  )
 
 
 def evaluate(
@@ -172,12 +238,13 @@ def classifier_task(config, inputs: ClassifierInputs | None = None) -> Task:
         preprocess=inputs.eval_pre,
       ),
       meta={
+        "kind": "classifier",
         "model": config.model.name,
         "num_classes": num_classes,
         "image_shape": list(inputs.image_shape),
         "dataset": config.dataset.name,
       },
-      expect=("model", "num_classes"),
+      expect=("kind", "model", "num_classes"),
       finish=finish,
     )
 
@@ -193,6 +260,7 @@ def classifier_task(config, inputs: ClassifierInputs | None = None) -> Task:
       f"{ev['accuracy']:.4f} ({ev['count']} images)"
     ),
     preprocess=inputs.train_pre,
+    identity=classifier_identity(config, num_classes, inputs.image_shape),
   )
 
 
@@ -266,7 +334,11 @@ def load_classifier(workdir: str) -> dict[str, Any]:
     abstract = jax.eval_shape(
       lambda k: create_train_state(model, tx, k, (1,) + tuple(image_shape)), jax.random.key(0)
     )
-    expect = {"model": config.model.name, "num_classes": int(info["num_classes"])}
+    expect = {
+      "kind": "classifier",
+      "model": config.model.name,
+      "num_classes": int(info["num_classes"]),
+    }
     return abstract, expect, (config, info, tuple(image_shape), model)
 
   state, (config, info, image_shape, model) = restore_on_host(
@@ -275,6 +347,7 @@ def load_classifier(workdir: str) -> dict[str, Any]:
     how=f"train one first: jaxsal train --config small_cnn_digits --workdir {workdir}",
     files=("config.json",),
     target=target,
+    kind="classifier",
   )
   return {
     "model": model,

@@ -2,10 +2,13 @@
 
 Every host runs the same ``train_masker(config, workdir)``. The config (the
 classifier's with it, once) is checked before anything is written; the
-masker's task goes to ``_setup.run_training``; the classifier comes from its own
-workdir (trained there first if it has no checkpoint); a killed run started
-again with the same command resumes from the latest checkpoint and ends
-with the same parameters as an uninterrupted run.
+masker's task goes to ``_setup.run_training``. The classifier is an input of
+the run: a ``classifier_workdir`` given in the config is only read (never
+trained on or rewritten; a missing classifier there is an error), and without
+one the classifier is trained (or resumed) in ``<workdir>/classifier``, as
+part of the masker's own run. A killed run started again with the same
+command resumes from the latest checkpoint and ends with the same parameters
+as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,14 +22,33 @@ import optax
 
 from jaxsal._checks import check_choice, check_positive_int
 from jaxsal.train._inputs import classifier_inputs
-from jaxsal.train._loop import classifier_model, classifier_task, validate_config
+from jaxsal.train._loop import (
+  classifier_identity,
+  classifier_model,
+  classifier_task,
+  load_classifier,
+  validate_config,
+)
 from jaxsal.train._masker_step import INFILLS, create_masker_state, make_mask_fn, make_masker_step
 from jaxsal.train._optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from jaxsal.train._runner import write_eval
 from jaxsal.train._setup import Run, Task, check_run_config, run_training
+from jaxsal.train._workdir import fingerprint, plain
 from jaxsal.train._wsol_eval import evaluate_localization
 
 MODES = ("fix", "ca")
+
+# The classifier's identity keys a masker must agree with: what its inputs are.
+CLASSIFIER_KEYS = (
+  "model",
+  "model.kwargs",
+  "dataset",
+  "dataset.config",
+  "image_shape",
+  "dataset.mean",
+  "dataset.std",
+  "num_classes",
+)
 
 
 def _optimizer(cfg, total: int) -> optax.GradientTransformation:
@@ -106,6 +128,100 @@ def classifier_workdir(config, workdir: str) -> str:
   return config.classifier_workdir or os.path.join(workdir, "classifier")
 
 
+def _read_classifier(config, path: str, want: dict, mesh) -> dict:
+  """The trained classifier in ``config.classifier_workdir``, read only.
+
+  Returns ``run_training``'s keys the masker uses (``model``, ``variables``,
+  ``apply_fn``, ``params``, ``eval``) and its ``fingerprint``.
+
+  Raises:
+    FileNotFoundError: no trained classifier there (named, with how to make one).
+    ValueError: it was trained on other inputs than the masker config's
+      classifier (the differing keys named).
+  """
+  from jaxsal import data, models
+  from jaxsal.train._logging import MetricWriter
+
+  try:
+    loaded = load_classifier(path)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+      f"classifier_workdir: {e}; or leave classifier_workdir empty to train the classifier "
+      "in the masker's workdir"
+    ) from None
+  info = data.dataset_info(loaded["config"].dataset.name, loaded["config"].dataset.get("config"))
+  have = classifier_identity(loaded["config"], int(info["num_classes"]), loaded["image_shape"])
+  diffs = [f"{k} {have[k]!r} != {want[k]!r}" for k in CLASSIFIER_KEYS if have[k] != want[k]]
+  if diffs:
+    raise ValueError(
+      f"classifier_workdir {path!r} holds a classifier trained on other inputs than the "
+      f"masker config's classifier (the workdir's != the config's): {'; '.join(diffs)}; "
+      "set classifier.* to match it, or use another classifier_workdir"
+    )
+  model, variables = loaded["model"], loaded["variables"]
+  apply_fn, params = models.from_linen(model, variables)
+  step = int(loaded["step"])
+  logged = [
+    r
+    for r in MetricWriter(os.path.join(path, "metrics.jsonl"), enabled=False).read()
+    if r.get("kind") == "eval" and r.get("step") == step
+  ]
+  if logged:
+    last_eval = logged[-1]
+  else:
+    # Not in its log: evaluated here, and written nowhere.
+    from jaxsal import parallel
+    from jaxsal.train._loop import evaluate
+    from jaxsal.train._state import make_eval_step
+
+    inputs = classifier_inputs(loaded["config"])
+    eval_fn = jax.jit(
+      make_eval_step(model),
+      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+      out_shardings=parallel.replicated(mesh),
+    )
+    holder = type("Variables", (), {"variables": variables})()
+    ev = evaluate(
+      eval_fn,
+      holder,
+      inputs.eval_source,
+      batch_size=int(config.classifier.eval_batch_size),
+      normalize=inputs.normalize,
+      mesh=mesh,
+      preprocess=inputs.eval_pre,
+    )
+    last_eval = {"step": step, "kind": "eval", **{f"eval_{k}": v for k, v in ev.items()}}
+  return {
+    "model": model,
+    "variables": variables,
+    "apply_fn": apply_fn,
+    "params": params,
+    "eval": last_eval,
+    "fingerprint": fingerprint(have, step),
+  }
+
+
+def masker_identity(config, clf_identity: dict) -> dict:
+  """What makes a masker run what it is, without its classifier's fingerprint (known once built)."""
+  return plain(
+    {
+      "kind": "masker",
+      "mode": config.mode,
+      "objective": plain(config.objective),
+      "masker": plain(config.masker),
+      "masker_optimizer": plain(config.masker_optimizer),
+      "classifier_optimizer": plain(config.classifier_optimizer),
+      "few_shot": int(config.few_shot),
+      "historic_prob": float(config.historic_prob),
+      "pool_size": int(config.pool_size),
+      "pool_every": int(config.pool_every),
+      "seed": int(config.seed),
+      "batch_size": int(config.batch_size),
+      **{f"classifier.{k}": clf_identity[k] for k in CLASSIFIER_KEYS},
+    }
+  )
+
+
 def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
   """Trains a masker (FIX or CA) as ``config`` says, checkpointing into ``workdir``.
 
@@ -127,7 +243,11 @@ def train_masker(config, workdir: str, *, progress: bool = True) -> dict[str, An
   Raises:
     ValueError: a bad config (an unknown tap, a few-shot k larger than a
       class's images, ...) or an unwritable workdir, before anything is
-      written into ``workdir``.
+      written into ``workdir``; a ``classifier_workdir`` whose classifier
+      was trained on other inputs.
+    FileNotFoundError: ``classifier_workdir`` holds no trained classifier.
+    jaxsal.train.WorkdirError: ``workdir`` is in use, or was made by another
+      run (another config, or a masker of another classifier).
 
   Example:
     >>> import tempfile
@@ -162,16 +282,40 @@ def _masker_task(config, *, progress: bool) -> Task:
       f"the {image_shape[0]}x{image_shape[1]} inputs must be multiples of "
       f"masker.mask_scale={masker.mask_scale}"
     )
+  if config.classifier_workdir:
+    # An input of the run: missing is an error before anything is written,
+    # never a new training at a mistyped path.
+    path = os.path.abspath(os.path.expanduser(config.classifier_workdir))
+    if not (
+      os.path.isfile(os.path.join(path, "config.json"))
+      and os.path.isdir(os.path.join(path, "checkpoints"))
+    ):
+      raise FileNotFoundError(
+        f"classifier_workdir: no trained classifier in {path!r} (no config.json and "
+        f"checkpoints there); train one first: jaxsal train --config small_cnn_digits "
+        f"--workdir {config.classifier_workdir}, or leave classifier_workdir empty to train "
+        "the classifier in the masker's workdir"
+      )
   mean = np.asarray(cc.dataset.mean, np.float32)
   std = np.asarray(cc.dataset.std, np.float32)
   normalize_images = lambda im: (np.asarray(im, np.float32) - mean) / std
 
+  clf_identity = classifier_identity(cc, int(inputs.info["num_classes"]), image_shape)
+
   def build(mesh, workdir: str) -> Run:
-    # The classifier: restored (or trained) in its own workdir; its config was
-    # validated with the masker's.
-    trained = run_training(cc, classifier_workdir(config, workdir), clf_task, progress=progress)
+    # The classifier (its config was validated with the masker's): read only
+    # from ``classifier_workdir``, or trained (or resumed) in the masker's own
+    # ``<workdir>/classifier``.
+    if config.classifier_workdir:
+      trained = _read_classifier(
+        config, os.path.abspath(os.path.expanduser(config.classifier_workdir)), clf_identity, mesh
+      )
+      clf_variables = trained["variables"]
+    else:
+      trained = run_training(cc, classifier_workdir(config, workdir), clf_task, progress=progress)
+      clf_variables = jax.device_get(trained["state"].variables)
+      trained["fingerprint"] = fingerprint(clf_identity, int(trained["state"].step))
     classifier = trained["model"]
-    clf_variables = jax.device_get(trained["state"].variables)
     original_apply, original_params = trained["apply_fn"], trained["params"]
 
     total = int(config.num_train_steps)
@@ -251,6 +395,7 @@ def _masker_task(config, *, progress: bool) -> Task:
       },
       expect=("kind", "model", "mode", "layers"),
       finish=finish,
+      identity={"classifier.fingerprint": trained["fingerprint"]},
     )
 
   def eval_line(done, ev):
@@ -276,4 +421,5 @@ def _masker_task(config, *, progress: bool) -> Task:
     preprocess=inputs.train_pre,
     # Only the training batch is sharded: localisation is evaluated on the host.
     sharded=("batch_size",),
+    identity=masker_identity(config, clf_identity),
   )

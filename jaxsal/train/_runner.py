@@ -19,8 +19,23 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxsal.train import _interrupt
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
+
+
+class NonFiniteError(FloatingPointError):
+  """A training metric (a loss or a gradient norm) became NaN or Inf; the run stopped."""
+
+  def __init__(self, message: str, step: int, metric: str):
+    super().__init__(message)
+    self.step = step
+    self.metric = metric
+
+
+def _guarded(name: str) -> bool:
+  """The metrics checked finite: the losses and the gradient norms."""
+  return "loss" in name or "grad_norm" in name
 
 
 def restore(
@@ -35,8 +50,11 @@ def restore(
 ) -> tuple[Any, int | None]:
   """Restores the latest checkpoint (or ``config.checkpoint.restore_step``) into ``state``.
 
-  The metric log is cut after the restored step, so a resumed run does not
-  log a step twice. Returns ``(state, restored_step or None)``.
+  Restoring an earlier step than the latest (``restore_step``) moves the later
+  steps' checkpoints aside (``Checkpoints.set_aside``: kept, not deleted), so
+  the run trains on from there and saves those steps again. The metric log is
+  cut after the restored step, so a resumed run does not log a step twice.
+  Returns ``(state, restored_step or None)``.
   """
   step = int(config.checkpoint.restore_step)
   restored = ckpt.restore(
@@ -46,10 +64,13 @@ def restore(
     return state, None
   state = restored[0]
   restored_step = int(jax.device_get(state.step))
+  moved, dest = ckpt.set_aside(restored_step)
   writer.truncate_after(restored_step)
   if jax.process_index() == 0:
     label = f"{what} checkpoint" if what else "checkpoint"
     print(f"jaxsal: restored {label} at step {restored_step} from {ckpt.directory}", flush=True)
+    if moved:
+      print(f"jaxsal: moved the checkpoints of steps {moved} aside to {dest}", flush=True)
   return state, restored_step
 
 
@@ -92,6 +113,16 @@ def run_steps(
   When no step is left to run, the last eval record is the log's record of
   the final step (on one host), or else the restored state is evaluated (and
   not logged again), so the last eval record is always there.
+
+  The losses and gradient norms of every step are checked finite when they
+  are fetched anyway: at each logged step and before each checkpoint, so no
+  checkpoint holds a state that came from a non-finite step.
+
+  Raises:
+    NonFiniteError: a loss or gradient norm was NaN or Inf; the message names
+      the first such step and metric, and the last checkpoint kept.
+    jaxsal.train._interrupt.RunInterrupted: Ctrl-C (under the ``jaxsal``
+      command); a checkpoint of the step reached was saved first.
   """
   is_main = jax.process_index() == 0
   bar = tqdm(
@@ -104,29 +135,64 @@ def run_steps(
   )
   history, last_eval = [], None
   window: dict[str, list] = {}
-  t0, steps_done = time.perf_counter(), 0
+  window_steps: list[int] = []
+  t0 = time.perf_counter()
+
+  def check_window() -> None:
+    # The window's metrics come to the host once (and stay there for the
+    # log), not once per step.
+    for k in window:
+      window[k] = [np.asarray(v) for v in jax.device_get(window[k])]
+    for i, at in enumerate(window_steps):
+      for k, values in window.items():
+        if _guarded(k) and not np.all(np.isfinite(values[i])):
+          ckpt.wait()  # a save in flight is of a good step: let it finish
+          kept = ckpt.steps()
+          last = f"the last checkpoint, step {kept[-1]}, is kept" if kept else "no checkpoint"
+          raise NonFiniteError(
+            f"training stopped at step {at}: train_{k} is {float(np.mean(values[i]))} "
+            f"(not finite); {last} in {ckpt.directory}. Check the inputs and the config "
+            "(dataset.std, the learning rate) before resuming",
+            at,
+            f"train_{k}",
+          )
+
   try:
-    for step in range(start, total):
-      state, metrics = step_fn(state, prepare(next(batches)))
-      for k, v in metrics.items():
-        window.setdefault(k, []).append(v)
-      steps_done += 1
-      done = step + 1
-      if done % log_every == 0 or done == total:
-        # One device-to-host transfer per window, not per step.
-        means = {f"train_{k}": float(np.mean(jax.device_get(v))) for k, v in window.items()}
-        means["steps_per_sec"] = steps_done / max(time.perf_counter() - t0, 1e-9)
-        history.append(writer.write(done, "train", means))
-        bar.set_postfix(**postfix(means))
-        window, t0, steps_done = {}, time.perf_counter(), 0
-      if done % eval_every == 0 or done == total:
-        ev = evaluate(state)
-        last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
-        line = eval_line(done, ev)
-        if is_main and progress and line:
-          bar.write(line)
-      ckpt.save(done, state, meta=meta, force=(done == total))
-      bar.update(1)
+    with _interrupt.loop():
+      for step in range(start, total):
+        state, metrics = step_fn(state, prepare(next(batches)))
+        for k, v in metrics.items():
+          window.setdefault(k, []).append(v)
+        done = step + 1
+        window_steps.append(done)
+        log = done % log_every == 0 or done == total
+        stop = _interrupt.requested()
+        save = done == total or stop or ckpt.should_save(done)
+        if log or save:
+          check_window()
+        if log:
+          means = {f"train_{k}": float(np.mean(v)) for k, v in window.items()}
+          means["steps_per_sec"] = len(window_steps) / max(time.perf_counter() - t0, 1e-9)
+          history.append(writer.write(done, "train", means))
+          bar.set_postfix(**postfix(means))
+          window, window_steps, t0 = {}, [], time.perf_counter()
+        if done % eval_every == 0 or done == total:
+          ev = evaluate(state)
+          last_eval = writer.write(done, "eval", {f"eval_{k}": v for k, v in ev.items()})
+          line = eval_line(done, ev)
+          if is_main and progress and line:
+            bar.write(line)
+        saved = save and ckpt.save(done, state, meta=meta, force=True)
+        bar.update(1)
+        if stop or _interrupt.requested():
+          if not saved:
+            check_window()
+            ckpt.save(done, state, meta=meta, force=True)
+          ckpt.wait()
+          raise _interrupt.RunInterrupted(
+            f"jaxsal: interrupted at step {done}; saved a checkpoint there; rerun the same "
+            f"command to resume from step {done}"
+          )
   finally:
     bar.close()
     ckpt.close()

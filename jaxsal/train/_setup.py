@@ -22,6 +22,7 @@ from jaxsal._checks import check_positive_int
 from jaxsal.train._checkpoint import Checkpoints
 from jaxsal.train._logging import MetricWriter
 from jaxsal.train._runner import restore, run_steps, write_config
+from jaxsal.train._workdir import WorkdirLock, check_identity, read_identity, write_identity
 
 
 class Run(NamedTuple):
@@ -38,6 +39,8 @@ class Run(NamedTuple):
     expect: the keys of ``meta`` a restored checkpoint must match.
     finish: the shared result dict -> the caller's result dict.
     files: JSON files written into the workdir (first host) after restoring.
+    identity: what the run adds to ``Task.identity`` once built (a masker: its
+      classifier's fingerprint); checked against the workdir's ``identity.json``.
   """
 
   init: Callable
@@ -48,6 +51,7 @@ class Run(NamedTuple):
   expect: tuple[str, ...]
   finish: Callable[[dict], dict]
   files: Mapping[str, Any] = {}
+  identity: Mapping[str, Any] = {}
 
 
 class Task(NamedTuple):
@@ -63,6 +67,9 @@ class Task(NamedTuple):
     eval_line: ``(step, metrics) -> a line to print, or None``.
     preprocess: a per-example transform of the training batches, or None.
     sharded: the config's batch sizes that split over the mesh's ``data`` axis.
+    identity: what makes the run what it is (``kind``, model, data,
+      preprocessing, optimizer, seed, ...), JSON-plain; a workdir made with
+      another identity is refused (see ``jaxsal.train._workdir``).
   """
 
   desc: str
@@ -74,6 +81,7 @@ class Task(NamedTuple):
   eval_line: Callable[[int, dict], str | None]
   preprocess: Callable | None = None
   sharded: tuple[str, ...] = ("batch_size", "eval_batch_size")
+  identity: Mapping[str, Any] = {}
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -199,9 +207,12 @@ def run_training(config, workdir: str, task: Task, *, progress: bool = True) -> 
   """Trains ``task`` as ``config`` says, resuming from and checkpointing into ``workdir``.
 
   In order: multi-host initialisation, the mesh and its batch-size checks,
-  the workdir (the first thing written), ``task.build``, the initial state
-  from ``key(config.seed)``, the metric log and checkpoints, restoring the
-  latest checkpoint (or ``config.checkpoint.restore_step``), ``config.json``
+  the workdir (the first thing written), its lock (held until the end, on
+  the first host) and the check of its ``identity.json`` against
+  ``task.identity``, ``task.build``, the check of ``run.identity``, the
+  initial state from ``key(config.seed)``, the metric log and checkpoints,
+  restoring the latest checkpoint (or ``config.checkpoint.restore_step``,
+  moving the later ones aside), ``identity.json`` (if new), ``config.json``
   and ``run.files``, then the steps from the restored one on, the batches
   read from there.
 
@@ -222,15 +233,34 @@ def run_training(config, workdir: str, task: Task, *, progress: bool = True) -> 
   Raises:
     ValueError: a batch size that does not split over the mesh, or an
       unwritable workdir, before anything is written.
+    jaxsal.train.WorkdirError: another run holds the workdir's lock, or
+      another kind of run (or one with other settings) made it; nothing is
+      written then.
     jaxsal.train.CheckpointError: the latest checkpoint belongs to another run
       or cannot be read.
+    jaxsal.train.NonFiniteError: a loss or gradient norm became NaN or Inf.
   """
-  from jaxsal import data
-
   parallel.initialize(config.get("distributed", "auto"))
   mesh = make_mesh(config, task.sharded)
   workdir = prepare_workdir(workdir)
+  # A workdir of another kind of run is refused before its lock file is touched.
+  check_identity(workdir, dict(task.identity), partial=True)
+  # One writer per workdir; the hosts of a multi-host run share it, and only
+  # the first one writes, so it alone holds the lock.
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _run_locked(config, workdir, task, mesh, progress=progress)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run_locked(config, workdir: str, task: Task, mesh, *, progress: bool) -> dict[str, Any]:
+  from jaxsal import data
+
   run = task.build(mesh, workdir)
+  identity = {**task.identity, **run.identity}
+  recorded = check_identity(workdir, identity)
   repl = parallel.replicated(mesh)
   state = jax.jit(run.init, out_shardings=repl)(jax.random.key(config.seed), *run.init_args)
 
@@ -245,6 +275,10 @@ def run_training(config, workdir: str, task: Task, *, progress: bool = True) -> 
   state, restored_step = restore(
     ckpt, state, config, meta=run.meta, expect=run.expect, writer=writer, what=task.what
   )
+  if is_main and recorded is None:
+    # After the restore: a workdir from before identities were recorded gets
+    # one only once its checkpoint has been found to be this run's.
+    write_identity(workdir, identity)
   write_config(workdir, config)
   if is_main:
     for name, content in run.files.items():
@@ -305,6 +339,7 @@ def restore_on_host(
   how: str,
   files: tuple[str, ...],
   target: Callable[[dict], tuple[Any, dict, Any]],
+  kind: str | None = None,
 ) -> tuple[Any, Any]:
   """The latest checkpoint of a finished run in ``workdir``, restored to the host.
 
@@ -319,6 +354,8 @@ def restore_on_host(
     target: ``{file: its parsed JSON} -> (abstract state, expected metadata,
       extra)``: the abstract state as ``jax.eval_shape`` gives it, and what the
       caller wants back besides the state (the model it built, ...).
+    kind: the kind of run expected (``'classifier'``, ...); a workdir whose
+      ``identity.json`` says another is refused as such.
 
   Returns:
     ``(state, extra)``, the state's arrays on the host.
@@ -327,9 +364,18 @@ def restore_on_host(
     FileNotFoundError: the files or a finished checkpoint are missing; the
       message names the path and says ``how``.
     jaxsal.train.CheckpointError: the checkpoint's metadata does not match.
+    jaxsal.train.WorkdirError: the workdir holds another kind of run.
   """
+  from jaxsal.train._workdir import WorkdirError
+
   path = os.path.abspath(os.path.expanduser(workdir))
   ckpt_dir = os.path.join(path, "checkpoints")
+  recorded = read_identity(path) if os.path.isdir(path) else None
+  if kind is not None and recorded is not None and recorded.get("kind") != kind:
+    raise WorkdirError(
+      f"{path!r} holds another kind of run: a {recorded.get('kind')} run (its identity.json), "
+      f"not a {what}; {how}"
+    )
   if not all(os.path.isfile(os.path.join(path, f)) for f in files) or not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(
       f"no {what} in {path!r} (no {', '.join(files)} and checkpoints there); {how}"

@@ -1,14 +1,9 @@
-"""End-to-end training: 1 == 8 devices, resume after SIGKILL, corrupt checkpoints, bad input."""
+"""End-to-end training: 1 == 8 devices, corrupt checkpoints, bad input."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxsal import configs, train
@@ -19,14 +14,6 @@ def _config(data_dir, *overrides):
   return configs.apply_overrides(
     c, [f"dataset.data_dir={data_dir}", "checkpoint.use_async=False", *overrides]
   )
-
-
-def _saved_params(workdir, step=None):
-  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  step = mngr.latest_step() if step is None else step
-  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  mngr.close()
-  return step, out["state"]["params"]
 
 
 def test_one_and_eight_devices_give_the_same_losses(data_dir, tmp_path):
@@ -48,86 +35,7 @@ def test_one_and_eight_devices_give_the_same_losses(data_dir, tmp_path):
   assert len(leaf.sharding.device_set) == 8 and leaf.sharding.is_fully_replicated
 
 
-def _cli(workdir, data_dir, steps):
-  return [
-    sys.executable,
-    "-m",
-    "jaxsal.cli",
-    "train",
-    "--config",
-    "small_cnn_digits:test",
-    "--workdir",
-    str(workdir),
-    "--no-progress",
-    "--set",
-    f"dataset.data_dir={data_dir}",
-    "--set",
-    f"num_train_steps={steps}",
-    "--set",
-    "checkpoint.every=25",
-    "--set",
-    "log_every=25",
-    "--set",
-    "eval_every=100000",
-  ]
-
-
-def _env():
-  # Optimised compilation: these runs are long enough that run time, not
-  # compile time, dominates.
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  return env
-
-
-def test_sigkill_then_same_command_resumes_to_identical_params(data_dir, tmp_path):
-  from jaxsal import data
-
-  data.load_source("cluttered_digits", "train", config="small", data_dir=data_dir)
-  steps = 300
-  killed, full = tmp_path / "killed", tmp_path / "full"
-  proc = subprocess.Popen(
-    _cli(killed, data_dir, steps),
-    env=_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
-  ckdir = killed / "checkpoints"
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    done = [int(d) for d in (os.listdir(ckdir) if ckdir.exists() else []) if d.isdigit()]
-    if done and max(done) >= 50:
-      break
-    time.sleep(0.02)
-  assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read()
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL
-  kept = sorted(int(d) for d in os.listdir(ckdir) if d.isdigit())
-  assert kept and max(kept) < steps
-
-  again = subprocess.run(_cli(killed, data_dir, steps), env=_env(), capture_output=True, text=True)
-  assert again.returncode == 0, again.stdout + again.stderr
-  assert f"restored checkpoint at step {max(kept)}" in again.stdout
-
-  once = subprocess.run(_cli(full, data_dir, steps), env=_env(), capture_output=True, text=True)
-  assert once.returncode == 0, once.stdout + once.stderr
-  assert "restored" not in once.stdout
-
-  s1, p1 = _saved_params(killed)
-  s2, p2 = _saved_params(full)
-  assert s1 == s2 == steps
-  jax.tree.map(np.testing.assert_array_equal, p1, p2)
-  # The metrics log of the resumed run reads as one run: each train step logged once.
-  import json
-
-  steps_logged = [
-    json.loads(l)["step"]
-    for l in open(killed / "metrics.jsonl")
-    if json.loads(l)["kind"] == "train"
-  ]
-  assert steps_logged == list(range(25, steps + 1, 25))
+# SIGKILL and Ctrl-C during a run, then the same command: tests/train/test_run_guards.py.
 
 
 def test_corrupt_latest_checkpoint_names_the_previous_one(data_dir, tmp_path):
@@ -157,6 +65,13 @@ def test_checkpoint_of_another_model_is_refused(data_dir, tmp_path):
     _config(data_dir, "num_train_steps=2", "checkpoint.every=2"), workdir, progress=False
   )
   other = _config(data_dir, "num_train_steps=2", "model.name=resnet18")
+  with pytest.raises(
+    train.WorkdirError,
+    match=r"made by a different run: model 'small_cnn' \(the workdir's\) != 'resnet18'",
+  ):
+    train.train_and_evaluate(other, workdir, progress=False)
+  # A workdir from before identities were recorded: its checkpoint's metadata says it.
+  os.remove(os.path.join(workdir, "identity.json"))
   with pytest.raises(
     train.CheckpointError, match="written for model='small_cnn'.*model='resnet18'"
   ):

@@ -88,8 +88,8 @@ def test_fix_run_keeps_the_classifier_and_writes_its_metrics(
   for k in ("le", "om", "f1", "f1a", "pxap", "area", "accuracy"):
     assert 0.0 <= ev[k] <= 1.0, k
   assert ev["om"] >= ev["le"]  # OM also counts misclassified images
-  # A FIX checkpoint is not restored into a CA run.
-  with pytest.raises(train.CheckpointError, match="mode='fix'"):
+  # A FIX workdir is not resumed by a CA run.
+  with pytest.raises(train.WorkdirError, match="mode 'fix' \\(the workdir's\\) != 'ca'"):
     train.train_masker(
       configs.apply_overrides(c, ["mode=ca"]), str(tmp_path / "fix"), progress=False
     )

@@ -18,21 +18,35 @@ The methods are those of ``jaxsal.attribution.get_method`` (all 14, CGI and
 VAR included), with its defaults; ``params`` (``--param METHOD.NAME=VALUE``)
 changes any of them.
 
-For every image and method the output folder gets ``<image>/<method>.npy``
-(the raw map ``[H, W, C]`` of the explained class, or ``[K, H, W, C]`` for
-``--target all``) and ``<image>/<method>.png`` (image, heat map, blend,
-masked image), plus ``grid.png`` (method by image) and ``explain.json`` (the
-predictions, the explained classes and every file written). The files are
-written to a temporary folder beside ``--out`` and moved into place at the
-end, so an error leaves nothing half-written.
+For every image and method the output folder gets
+``images/<name>/<method>.npy`` (the raw map ``[H, W, C]`` of the explained
+class, or ``[K, H, W, C]`` for ``--target all``) and
+``images/<name>/<method>.png`` (image, heat map, blend, masked image), plus
+``grid.png`` (method by image) and ``explain.json`` (the predictions, the
+explained classes and every file written). ``<name>`` is the file's name
+without its suffix; a name already taken (two ``cat.png`` in different
+folders) gets ``_2``, ``_3``, ... in the order of the files (see
+:func:`output_names`). Per-image folders sit under ``images/``, so no input
+name can collide with ``grid.png`` or ``explain.json``.
+
+``--out`` is checked (a new or empty folder, in a folder that can be
+written) before anything is computed. The files are written to a temporary
+folder beside ``--out`` and moved into place at the end, so an error (a full
+disk included) leaves nothing half-written; the output folder gets the
+user's umask. Images are read at their real bit depth (16-bit images are
+scaled to 8 bits, not saturated); images over PIL's pixel limit are refused
+with their size named.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -168,9 +182,16 @@ def compute_maps(
     ``({name: float32 maps}, {name: seconds})``.
 
   Raises:
-    ValueError: a method gave a non-finite map (before anything is written).
+    ValueError: no images, ``batch_size`` not a positive int, or a method
+      gave a non-finite map (before anything is written; under ``jit`` the
+      methods give NaN maps for infinite inputs and out-of-range targets).
   """
   n = len(x)
+  if n == 0:
+    raise ValueError("x: no images to explain (a batch of 0 images)")
+  from jaxsal import _checks
+
+  _checks.check_positive_int(batch_size, "batch_size")
   starts = list(range(0, n, batch_size))
   bar = tqdm(
     total=len(fns) * len(starts), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True
@@ -196,6 +217,24 @@ def compute_maps(
       bar.write(f"jaxsal {desc}: {name} on {n} images in {seconds[name]:.1f}s")
   bar.close()
   return maps, seconds
+
+
+def _check_hparams(m, x: np.ndarray, methods: Sequence[str], hparams: dict) -> None:
+  """Traces each method once on one image (shapes only, nothing computed) so that a bad
+  hyperparameter fails before any work, named as ``--param METHOD.NAME`` would be."""
+  k = len(m.class_names)
+  t = jnp.zeros((1,), jnp.int32)
+  key = jax.random.split(jax.random.key(0), 1)
+  for name in methods:
+    given = hparams.get(name, {})
+    try:
+      fn = method_fn(name, _hparams(name, given, k), "one")
+      jax.eval_shape(lambda p, x, t, key, fn=fn: fn(m.apply_fn, p, x, t, key), m.params, x, t, key)
+    except (ValueError, TypeError) as e:
+      if not given:
+        raise
+      names = ", ".join(f"{name}.{h}={v!r}" for h, v in given.items())
+      raise ValueError(f"param {names}: {e}") from None
 
 
 def find_images(paths: Sequence[str]) -> list[str]:
@@ -225,13 +264,89 @@ def find_images(paths: Sequence[str]) -> list[str]:
   return files
 
 
+_BOMB_LOCK = threading.Lock()
+
+
+def _too_large(path: str, limit: int | None) -> ValueError:
+  """The error for an image over PIL's pixel limit, naming its width x height."""
+  from PIL import Image
+
+  size = "an unknown size"
+  with _BOMB_LOCK:  # the limit is global: lift it only to read this header (no decoding)
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+      with Image.open(path) as im:
+        size = f"{im.size[0]} x {im.size[1]} = {im.size[0] * im.size[1]} pixels"
+    except Exception:  # the size is only for the message
+      pass
+    finally:
+      Image.MAX_IMAGE_PIXELS = saved
+  return ValueError(
+    f"image {path!r} is too large to read: {size}, over the limit of {limit} pixels "
+    "(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); "
+    "give a smaller image, or raise that limit in Python if you trust the file"
+  )
+
+
+def _to_uint8(path: str, a: np.ndarray, mode: str) -> np.ndarray:
+  """A high-bit-depth or float image's values scaled to [0, 255] from their real range."""
+  if a.dtype.kind == "f":
+    if not np.all(np.isfinite(a)):
+      raise ValueError(
+        f"image {path!r} has NaN or inf values (mode {mode!r}); give an image with finite values"
+      )
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo < 0 or hi > 255:
+      raise ValueError(
+        f"image {path!r} has float values in [{lo:g}, {hi:g}] (mode {mode!r}); "
+        "expected [0, 1] or [0, 255]"
+      )
+    scale = 255.0 if hi <= 1.0 else 1.0
+    return np.round(a.astype(np.float64) * scale).astype(np.uint8)
+  # 16-bit samples (PIL's 'I;16*' modes, and 16-bit PNGs that PIL opens as
+  # 'I'): 65535 is white, so divide by 257 (= 65535 / 255).
+  lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+  if lo < 0 or hi > 65535:
+    raise ValueError(
+      f"image {path!r} has integer values in [{lo}, {hi}] (mode {mode!r}); "
+      "expected 8- or 16-bit samples in [0, 65535]"
+    )
+  return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+
+
 def read_image(path: str) -> np.ndarray:
-  """A file as a uint8 RGB array ``[H, W, 3]``; a ValueError if it is not an image."""
+  """A file as a uint8 RGB array ``[H, W, 3]``, from its real range of values.
+
+  8-bit images are converted to RGB as PIL does; 16-bit images (PIL modes
+  ``I;16*``, and ``I`` as PIL opens 16-bit PNGs) are scaled from
+  ``[0, 65535]`` (divided by 257); float images (mode ``F``) from ``[0, 1]``
+  (or ``[0, 255]`` when their maximum is above 1).
+
+  Raises:
+    ValueError: not an image PIL can read; an image over PIL's pixel limit
+      (``PIL.Image.MAX_IMAGE_PIXELS``, a decompression-bomb guard: the
+      message names the size and the limit); a float image with NaN or inf
+      values, or values outside the range of its kind.
+  """
+  import warnings
+
   from PIL import Image, UnidentifiedImageError
 
   try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"))
+    with warnings.catch_warnings():
+      # PIL only warns between the limit and twice the limit: refuse both alike.
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        mode = im.mode
+        if mode.startswith("I;16") or mode in ("I", "F"):
+          a = np.asarray(im)
+          if a.ndim == 3:  # a 16-bit mode with more than one band
+            a = a[..., 0]
+          g = _to_uint8(path, a, mode)
+          return np.repeat(g[..., None], 3, axis=-1)
+        return np.asarray(im.convert("RGB"))
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    raise _too_large(path, Image.MAX_IMAGE_PIXELS) from None
   except (UnidentifiedImageError, OSError) as e:
     raise ValueError(f"{path!r} is not an image that PIL can read ({e})") from e
 
@@ -280,7 +395,8 @@ class Model:
     return image
 
   def normalize(self, views: np.ndarray) -> np.ndarray:
-    return (views - self.mean) / self.std
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero std is refused by explain
+      return (views - self.mean) / self.std
 
 
 def load_model(spec: str, *, size: int = 224) -> Model:
@@ -323,6 +439,7 @@ def load_model(spec: str, *, size: int = 224) -> Model:
       f"model {spec!r} is neither a jaxsal classifier workdir nor "
       f"ARCH:FILE (e.g. resnet50:resnet50.safetensors)"
     )
+  _check_classifier_workdir(spec)
   from jaxsal import train
 
   c = train.load_classifier(spec)
@@ -341,6 +458,49 @@ def load_model(spec: str, *, size: int = 224) -> Model:
   )
 
 
+def _check_classifier_workdir(spec: str) -> None:
+  """A ValueError saying what the workdir ``spec`` holds unless it is a classifier's.
+
+  ``jaxsal train`` writes ``config.json`` with ``model.name`` (the
+  classifier); a masker's config has ``mode`` and ``masker`` (written by
+  ``jaxsal train-masker``), a generator's a ``model`` without a name.
+  """
+  expected = (
+    "--model expects a classifier workdir (written by jaxsal train) or ARCH:FILE "
+    "(e.g. resnet50:resnet50.safetensors)"
+  )
+  path = os.path.join(spec, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(
+      f"model {spec!r} is not a jaxsal classifier workdir: it has no config.json; {expected}"
+    )
+  try:
+    with open(path) as fh:
+      config = json.load(fh)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"model {spec!r}: its config.json cannot be read ({e}); {expected}") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"model {spec!r}: its config.json is not a config (a JSON object); {expected}")
+  model = config.get("model")
+  if "mode" in config or "masker" in config:
+    where = config.get("classifier_workdir") or ""
+    hint = f"; its classifier is in {where!r}" if where else ""
+    raise ValueError(
+      f"model {spec!r} is a masker workdir (written by jaxsal train-masker; config mode "
+      f"{config.get('mode')!r}), not a classifier{hint}; {expected}"
+    )
+  if isinstance(model, dict) and "latent_dim" in model:
+    raise ValueError(
+      f"model {spec!r} is a generator workdir (written by jaxsal train-generator; a VAE "
+      f"with latent_dim {model['latent_dim']}), not a classifier; {expected}"
+    )
+  if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+    raise ValueError(
+      f"model {spec!r} is not a jaxsal classifier workdir: its config.json has no model.name "
+      f"(top-level keys: {', '.join(sorted(config)) or 'none'}); {expected}"
+    )
+
+
 def _target(target: Any, logits: np.ndarray) -> tuple[str, np.ndarray | None]:
   """('pred' | 'class' | 'all', int [B] targets or None)."""
   k = logits.shape[1]
@@ -357,6 +517,127 @@ def _target(target: Any, logits: np.ndarray) -> tuple[str, np.ndarray | None]:
   if not 0 <= c < k:
     raise ValueError(f"target must be a class index in [0, {k}); got {c}")
   return "class", np.full((logits.shape[0],), c, np.int32)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _check_out(out: str) -> None:
+  """A ValueError unless ``out`` is a new or empty folder whose parent can hold it."""
+  if os.path.isfile(out) or (os.path.exists(out) and not os.path.isdir(out)):
+    raise ValueError(f"out {out!r} is an existing file; give a new or empty folder")
+  if os.path.isdir(out) and os.listdir(out):
+    raise ValueError(f"out {out!r} exists and is not an empty folder; choose a new one")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ValueError(f"out {out!r}: {parent!r} is a file, not a folder; give another --out")
+
+
+def _make_tmp(out: str) -> tuple[str, list[str]]:
+  """The temporary folder beside ``out`` and the parent folders made for it (innermost first)."""
+  parent = os.path.dirname(os.path.abspath(out))
+  made = []
+  p = parent
+  while not os.path.exists(p):
+    made.append(p)
+    p = os.path.dirname(p)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".jaxsal-explain-", dir=parent), made
+  except OSError as e:
+    for d in made:
+      with contextlib.suppress(OSError):
+        os.rmdir(d)
+    raise ValueError(
+      f"out {out!r} cannot be written: {e.strerror or e} ({parent!r}); "
+      "give a folder you can write to"
+    ) from None
+
+
+def output_names(files: Sequence[str]) -> list[str]:
+  """Each file's folder name under ``out/images/``: its stem, made unique.
+
+  A stem already taken (two ``cat.png`` in different folders; ``Cat`` and
+  ``cat`` on a case-insensitive disk) gets ``_2``, ``_3``, ... in file order.
+  The per-image folders live under ``images/``, so no file name can collide
+  with ``grid.png`` or ``explain.json``.
+  """
+  names: list[str] = []
+  taken: set[str] = set()
+  for f in files:
+    stem = os.path.splitext(os.path.basename(f))[0]
+    if stem in ("", ".", ".."):
+      stem = "image"
+    name, i = stem, 1
+    while name.casefold() in taken:
+      i += 1
+      name = f"{stem}_{i}"
+    taken.add(name.casefold())
+    names.append(name)
+  return names
+
+
+def _write(tmp, files, stems, views, logits, maps, methods, mode, targets, m, used, t0):
+  """The maps, figures, grid and summary of ``explain`` in ``tmp``; the summary."""
+  from jaxsal import figures
+
+  written = []
+  for i, stem in enumerate(stems):
+    folder = os.path.join("images", stem)
+    os.makedirs(os.path.join(tmp, folder))
+    for name in methods:
+      arr = maps[name][:, i] if mode == "all" else maps[name][i]
+      np.save(os.path.join(tmp, folder, f"{name}.npy"), arr)
+      shown = int(logits[i].argmax()) if mode == "all" else int(targets[i])
+      panel = arr[shown] if mode == "all" else arr
+      figures.overlay_panel(
+        views[i],
+        panel,
+        title=f"{name}: {m.class_names[shown]}",
+        path=os.path.join(tmp, folder, f"{name}.png"),
+      )
+      written += [os.path.join(folder, f"{name}.npy"), os.path.join(folder, f"{name}.png")]
+  shown = logits.argmax(1) if mode == "all" else targets
+  figures.method_grid(
+    list(views),
+    {
+      n: [maps[n][int(shown[i]), i] if mode == "all" else maps[n][i] for i in range(len(files))]
+      for n in methods
+    },
+    row_titles=[f"{s}: {m.class_names[int(c)]}" for s, c in zip(stems, shown)],
+    path=os.path.join(tmp, "grid.png"),
+  )
+  written.append("grid.png")
+  probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
+  summary = {
+    "model": m.description,
+    "methods": methods,
+    "target": mode,
+    "params": used,
+    "seconds": time.perf_counter() - t0,
+    "images": [
+      {
+        "file": os.path.abspath(f),
+        "name": s,
+        "folder": os.path.join("images", s),
+        "predicted": int(logits[i].argmax()),
+        "predicted_name": m.class_names[int(logits[i].argmax())],
+        "probability": float(probs[i].max()),
+        "explained": "all" if mode == "all" else int(targets[i]),
+        "explained_name": ("all" if mode == "all" else m.class_names[int(targets[i])]),
+      }
+      for i, (f, s) in enumerate(zip(files, stems))
+    ],
+    "files": written + ["explain.json"],
+  }
+  with open(os.path.join(tmp, "explain.json"), "w") as fh:
+    json.dump(summary, fh, indent=2)
+  return summary
 
 
 def explain(
@@ -378,7 +659,8 @@ def explain(
     images: image files and folders.
     model: a :class:`Model`, a classifier workdir or ``ARCH:FILE`` (see :func:`load_model`).
     methods: names from :func:`known_methods`.
-    out: the output folder; it must not exist or be empty.
+    out: the output folder; it must not exist or be empty, and its parent
+      must be writable (checked before anything is computed).
     target: ``'pred'`` (the predicted class), a class index, or ``'all'``.
     size: the side for torchvision weights (ignored for workdirs).
     batch_size: images per compiled call.
@@ -391,114 +673,88 @@ def explain(
 
   Returns:
     The summary also written to ``out/explain.json``.
+
+  Raises:
+    ValueError: bad methods, hyperparameters, ``batch_size``, ``size`` or
+      target; ``out`` an existing file, a non-empty folder or not writable;
+      no images; a file that is not a readable image (or is over PIL's
+      pixel limit); ``model`` not a classifier; an image not finite after
+      normalisation; a method's non-finite maps; a write that fails (a full
+      disk). Nothing is left behind then: no ``out``, no temporary folder.
+    FileNotFoundError: a missing image path, workdir or weights file.
   """
-  from jaxsal import _checks, figures
+  from jaxsal import _checks
 
   methods = check_methods(methods)
   hparams = parse_params(params, methods)
   _checks.check_positive_int(batch_size, "batch_size")
   _checks.check_positive_int(size, "size")
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-    raise ValueError(f"out {out!r} exists and is not an empty folder; choose a new one")
+  _check_out(out)
   files = find_images(images)
   pictures = [read_image(f) for f in files]  # every file is read before anything is computed
   m = model if isinstance(model, Model) else load_model(model, size=size)
   if target not in (None, "pred", "all"):
     _target(target, np.zeros((1, len(m.class_names))))  # a bad index fails before the work
+  stems = output_names(files)
 
   t0 = time.perf_counter()
   views = np.stack([m.view(p) for p in pictures])
   x_all = m.normalize(views)
-  logits_fn = jax.jit(m.apply_fn)
-  logits = np.concatenate(
-    [
-      np.asarray(logits_fn(m.params, x_all[i : i + batch_size]))
-      for i in range(0, len(files), batch_size)
-    ]
-  )
-  mode, targets = _target(target, logits)
-  k = logits.shape[1]
-  maps: dict[str, np.ndarray] = {}
-  used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
-  fns = {n: method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
-  # One key per image, from its position among the files: the noise an image
-  # gets does not depend on the batch it falls in (RISE's shared masks take
-  # the batch's first key).
-  keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(jnp.arange(len(files)))
-  maps, _ = compute_maps(
-    m.apply_fn,
-    m.params,
-    x_all,
-    fns,
-    targets,
-    keys=keys,
-    batch_size=batch_size,
-    many_classes=mode == "all",
-    progress=progress,
-  )
-
-  parent = os.path.dirname(os.path.abspath(out)) or "."
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".jaxsal-explain-", dir=parent)
-  try:
-    written, stems = [], []
-    for i, f in enumerate(files):
-      stem = os.path.splitext(os.path.basename(f))[0]
-      while stem in stems:
-        stem += "_"
-      stems.append(stem)
-      os.makedirs(os.path.join(tmp, stem))
-      for name in methods:
-        arr = maps[name][:, i] if mode == "all" else maps[name][i]
-        np.save(os.path.join(tmp, stem, f"{name}.npy"), arr)
-        shown = int(logits[i].argmax()) if mode == "all" else int(targets[i])
-        panel = arr[shown] if mode == "all" else arr
-        figures.overlay_panel(
-          views[i],
-          panel,
-          title=f"{name}: {m.class_names[shown]}",
-          path=os.path.join(tmp, stem, f"{name}.png"),
-        )
-        written += [os.path.join(stem, f"{name}.npy"), os.path.join(stem, f"{name}.png")]
-    shown = logits.argmax(1) if mode == "all" else targets
-    figures.method_grid(
-      list(views),
-      {
-        n: [maps[n][int(shown[i]), i] if mode == "all" else maps[n][i] for i in range(len(files))]
-        for n in methods
-      },
-      row_titles=[f"{s}: {m.class_names[int(c)]}" for s, c in zip(stems, shown)],
-      path=os.path.join(tmp, "grid.png"),
+  finite = np.isfinite(x_all).reshape(len(files), -1).all(1)
+  if not finite.all():
+    raise ValueError(
+      f"image {files[int(np.argmin(finite))]!r} is not finite after the model's normalisation "
+      f"(mean {m.mean.tolist()}, std {m.std.tolist()}); nothing was written"
     )
-    written.append("grid.png")
-    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=1))
-    summary = {
-      "model": m.description,
-      "methods": methods,
-      "target": mode,
-      "params": used,
-      "seconds": time.perf_counter() - t0,
-      "images": [
-        {
-          "file": os.path.abspath(f),
-          "name": s,
-          "predicted": int(logits[i].argmax()),
-          "predicted_name": m.class_names[int(logits[i].argmax())],
-          "probability": float(probs[i].max()),
-          "explained": "all" if mode == "all" else int(targets[i]),
-          "explained_name": ("all" if mode == "all" else m.class_names[int(targets[i])]),
-        }
-        for i, (f, s) in enumerate(zip(files, stems))
-      ],
-      "files": written + ["explain.json"],
-    }
-    with open(os.path.join(tmp, "explain.json"), "w") as fh:
-      json.dump(summary, fh, indent=2)
+  _check_hparams(m, x_all[:1], methods, hparams)
+  # The temporary folder is made before the work: an --out that cannot be
+  # written fails now, not after every map has been computed.
+  tmp, made = _make_tmp(out)
+  try:
+    logits_fn = jax.jit(m.apply_fn)
+    logits = np.concatenate(
+      [
+        np.asarray(logits_fn(m.params, x_all[i : i + batch_size]))
+        for i in range(0, len(files), batch_size)
+      ]
+    )
+    mode, targets = _target(target, logits)
+    k = logits.shape[1]
+    used = {n: _hparams(n, hparams.get(n, {}), k) for n in methods}
+    fns = {n: method_fn(n, used[n], mode) for n in methods}  # bad hyperparameters fail here
+    # One key per image, from its position among the files: the noise an image
+    # gets does not depend on the batch it falls in (RISE's shared masks take
+    # the batch's first key).
+    keys = jax.vmap(lambda j: jax.random.fold_in(jax.random.key(seed), j))(jnp.arange(len(files)))
+    maps, _ = compute_maps(
+      m.apply_fn,
+      m.params,
+      x_all,
+      fns,
+      targets,
+      keys=keys,
+      batch_size=batch_size,
+      many_classes=mode == "all",
+      progress=progress,
+    )
+    try:
+      summary = _write(tmp, files, stems, views, logits, maps, methods, mode, targets, m, used, t0)
+    except OSError as e:
+      raise ValueError(
+        f"out {out!r}: could not write the outputs ({e.strerror or e}"
+        + (", the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        + "); nothing was written"
+      ) from None
     if os.path.isdir(out):
       os.rmdir(out)  # empty, checked above
     os.replace(tmp, out)
+    # mkdtemp makes a private (0o700) folder: give the output the user's umask.
+    os.chmod(out, 0o777 & ~_umask())
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
+    for d in made:  # the parent folders made for --out, innermost first
+      with contextlib.suppress(OSError):
+        os.rmdir(d)
     raise
   summary["out"] = os.path.abspath(out)
   return summary

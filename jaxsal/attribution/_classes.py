@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal import _checks
-from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
+from jaxsal.attribution._common import check_inputs, nested_calls, num_classes, poison_invalid
 
 
 def class_maps_hook(method: Callable) -> Callable | None:
@@ -79,7 +79,8 @@ def for_classes(method: Callable, classes: Any, *, chunk_size: int | None = None
   def explain(apply_fn, params, x, **kwargs):
     x, _ = check_inputs(apply_fn, params, x, jnp.zeros((x.shape[0],), jnp.int32))
     targets = check_classes(classes, num_classes(apply_fn, params, x), x.shape[0])
-    return class_maps(method, apply_fn, params, x, targets, kwargs, chunk_size=chunk_size)
+    maps = class_maps(method, apply_fn, params, x, targets, kwargs, chunk_size=chunk_size)
+    return poison_invalid(maps, apply_fn, params, x, None, axis=1)
 
   return explain
 

@@ -53,11 +53,14 @@ def check_inputs(
 ) -> tuple[jax.Array, jax.Array]:
   """Validates ``x`` and ``target`` and returns them as arrays.
 
-  Shapes and dtypes are checked always; values (NaN in ``x``, ``target`` in
-  ``[0, num_classes)``) whenever they are concrete, i.e. outside ``jit``.
-  Under ``jit``, NaN in ``x`` is still reported, when the program runs (a
-  ``jax.debug.callback``): the call fails with a runtime error carrying the
-  same message instead of returning NaN maps.
+  Shapes and dtypes are checked always; values (NaN or inf in ``x``,
+  ``target`` in ``[0, num_classes)``) whenever they are concrete, i.e.
+  outside ``jit``. Under ``jit``, NaN in ``x`` is still reported, when the
+  program runs (a ``jax.debug.callback``): the call fails with a runtime
+  error carrying the same message instead of returning NaN maps. Infinite
+  values in ``x`` and out-of-range targets under ``jit`` make the method's
+  maps of those images NaN (see ``poison_invalid``), never another class's
+  map or a silent zero map.
 
   Raises:
     ValueError / TypeError: with the argument's name, what it got and what was expected.
@@ -87,6 +90,12 @@ def check_inputs(
       )
   if _is_concrete(x):
     _report_nan(np.isnan(np.asarray(x)).reshape(x.shape[0], -1).any(-1))
+    inf = np.isinf(np.asarray(x)).reshape(x.shape[0], -1).any(-1)
+    if inf.any():
+      raise ValueError(
+        f"x contains inf (images {np.flatnonzero(inf).tolist()[:10]}); attributions of "
+        "infinite inputs are not finite: give finite images"
+      )
   elif jnp.issubdtype(x.dtype, jnp.floating) and not _NESTED.get():
     # Under jit the values are unknown at trace time: check them when the
     # program runs; the error surfaces as a runtime error with this message.
@@ -101,6 +110,40 @@ def _report_nan(nan_per_image: Any) -> None:
     raise ValueError(
       f"x contains NaN (images {where[:10]}); attributions of NaN inputs would be NaN everywhere"
     )
+
+
+def poison_invalid(
+  maps: jax.Array, apply_fn: ApplyFn, params: Any, x: Any, target: Any, *, axis: int = 0
+) -> jax.Array:
+  """``maps`` with NaN for every image whose ``x`` is not finite or whose target is out of range.
+
+  The runtime check of values ``check_inputs`` cannot make under ``jit``:
+  an out-of-range target would otherwise give another class's map (``-1``
+  is the last class) or an all-zero map, and an infinite input a map that
+  may even look finite. The NaN maps are caught by any finite check
+  downstream (``jaxsal explain`` refuses non-finite maps). Outside ``jit``
+  (``x`` and ``target`` concrete) ``check_inputs`` has raised already, and
+  inside a method that called others (``nested_calls``) the outer method
+  poisons its own maps: then ``maps`` is returned unchanged.
+
+  Args:
+    maps: a method's maps, with the batch on ``axis`` (``[B, ...]``, or
+      ``[K, B, ...]`` with ``axis=1``).
+    apply_fn, params, x, target: the method's arguments (``target`` may be
+      None: only ``x`` is checked).
+    axis: the batch axis of ``maps``.
+  """
+  if _NESTED.get() or (_is_concrete(x) and (target is None or _is_concrete(target))):
+    return maps
+  x = jnp.asarray(x)
+  bad = ~jnp.isfinite(x).reshape(x.shape[0], -1).all(-1)
+  if target is not None:
+    k = num_classes(apply_fn, params, x)
+    target = jnp.asarray(target)
+    bad = bad | (target < 0) | (target >= k)
+  shape = [1] * maps.ndim
+  shape[axis] = x.shape[0]
+  return jnp.where(bad.reshape(shape), jnp.asarray(jnp.nan, maps.dtype), maps)
 
 
 def target_logits(apply_fn: ApplyFn, params: Any, x: jax.Array, target: jax.Array) -> jax.Array:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxsal import _checks
 from jaxsal.attribution._classes import class_maps
-from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
+from jaxsal.attribution._common import check_inputs, nested_calls, num_classes, poison_invalid
 from jaxsal.attribution._gradient import gradient_x_input
 
 PER = ("pixel", "element")
@@ -194,7 +194,8 @@ def competition(method: Callable, *, per: str = "pixel", chunk_size: int | None 
         (hi, lo, mine), _ = step(init, (classes[0], valid[0]))
       else:
         (hi, lo, mine), _ = jax.lax.scan(step, init, (classes, valid))
-    return jnp.where(_wins(_scores(mine, per), hi, lo), mine, jnp.zeros_like(mine))
+    maps = jnp.where(_wins(_scores(mine, per), hi, lo), mine, jnp.zeros_like(mine))
+    return poison_invalid(maps, apply_fn, params, x, target)
 
   explain.class_maps_hook = _for_classes(method, per, chunk_size)
   explain.__name__ = f"competition({getattr(method, '__name__', 'method')})"

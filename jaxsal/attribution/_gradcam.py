@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._checks import check_choice
-from jaxsal.attribution._common import ApplyFn, check_inputs, nested_calls
+from jaxsal.attribution._common import ApplyFn, check_inputs, nested_calls, poison_invalid
 from jaxsal.attribution._guided import guided_backprop
 
 UPSAMPLE = ("bilinear", "nearest")
@@ -127,7 +127,7 @@ def gradcam(
   check_choice(upsample, "upsample", UPSAMPLE)
   x, target = check_inputs(apply_fn, params, x, target)
   cam = gradcam_coarse(apply_fn, params, x, target, layer=layer, relu=relu)
-  return _upsample(cam, x, upsample)
+  return poison_invalid(_upsample(cam, x, upsample), apply_fn, params, x, target)
 
 
 def guided_gradcam(
@@ -165,4 +165,4 @@ def guided_gradcam(
   cam = gradcam_coarse(apply_fn, params, x, target, layer=layer, relu=True)
   with nested_calls():
     guided = guided_backprop(apply_fn, params, x, target)
-  return guided * _upsample(cam, x, upsample)
+  return poison_invalid(guided * _upsample(cam, x, upsample), apply_fn, params, x, target)

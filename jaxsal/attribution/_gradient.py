@@ -6,7 +6,7 @@ from typing import Any
 
 import jax
 
-from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient
+from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient, poison_invalid
 
 
 def gradient(
@@ -41,7 +41,7 @@ def gradient(
   """
   del key
   x, target = check_inputs(apply_fn, params, x, target)
-  return input_gradient(apply_fn, params, x, target)
+  return poison_invalid(input_gradient(apply_fn, params, x, target), apply_fn, params, x, target)
 
 
 def gradient_x_input(
@@ -56,4 +56,5 @@ def gradient_x_input(
   """
   del key
   x, target = check_inputs(apply_fn, params, x, target)
-  return x * input_gradient(apply_fn, params, x, target)
+  maps = x * input_gradient(apply_fn, params, x, target)
+  return poison_invalid(maps, apply_fn, params, x, target)

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient
+from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient, poison_invalid
 from jaxsal.attribution._relu_rewrite import replace_relu
 
 
@@ -78,7 +78,7 @@ def guided_backprop(
   del key
   x, target = check_inputs(apply_fn, params, x, target)
   rewritten = replace_relu(apply_fn, _GUIDED_RELU, name="guided_backprop")
-  return input_gradient(rewritten, params, x, target)
+  return poison_invalid(input_gradient(rewritten, params, x, target), apply_fn, params, x, target)
 
 
 def deconvnet(
@@ -98,4 +98,4 @@ def deconvnet(
   del key
   x, target = check_inputs(apply_fn, params, x, target)
   rewritten = replace_relu(apply_fn, _DECONV_RELU, name="deconvnet")
-  return input_gradient(rewritten, params, x, target)
+  return poison_invalid(input_gradient(rewritten, params, x, target), apply_fn, params, x, target)

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._checks import check_choice, check_positive_int
-from jaxsal.attribution._common import ApplyFn, check_inputs, input_gradient, target_logits
+from jaxsal.attribution._common import (
+  ApplyFn,
+  check_inputs,
+  input_gradient,
+  poison_invalid,
+  target_logits,
+)
 
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -174,7 +180,7 @@ def integrated_gradients(
   total, _ = jax.lax.scan(
     body, jnp.zeros_like(x), (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
   )
-  attr = diff * total
+  attr = poison_invalid(diff * total, apply_fn, params, x, target)
   if not return_delta:
     return attr
   gap = target_logits(apply_fn, params, x, target) - target_logits(apply_fn, params, x0, target)

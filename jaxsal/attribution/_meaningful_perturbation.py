@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsal._checks import check_choice, check_positive_int
-from jaxsal.attribution._common import ApplyFn, check_inputs
+from jaxsal.attribution._common import ApplyFn, check_inputs, poison_invalid
 from jaxsal.attribution._integrated_gradients import make_baseline
 
 MODES = ("deletion", "preservation")
@@ -133,5 +133,5 @@ def meaningful_perturbation(
 
   masks, losses = jax.vmap(optimise)(x, blurred, target)
   sal = jax.vmap(upsample)(1 - masks if deletion else masks)
-  maps = jnp.broadcast_to(sal, x.shape).astype(x.dtype)
+  maps = poison_invalid(jnp.broadcast_to(sal, x.shape).astype(x.dtype), apply_fn, params, x, target)
   return (maps, losses) if return_loss else maps

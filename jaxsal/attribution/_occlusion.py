@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsal._checks import check_positive_int
-from jaxsal.attribution._common import ApplyFn, check_inputs, target_logits
+from jaxsal.attribution._common import ApplyFn, check_inputs, poison_invalid, target_logits
 
 
 def _pair(v, name):
@@ -82,4 +82,5 @@ def occlusion(
   drops = jax.lax.map(drop, jnp.asarray(masks), batch_size=chunk_size)  # [P, B]
   total = jnp.einsum("pb,phw->bhw", drops, jnp.asarray(masks, x.dtype))
   per_pixel = total / jnp.asarray(np.maximum(count, 1.0), x.dtype)
-  return jnp.broadcast_to(per_pixel[..., None], x.shape)
+  maps = jnp.broadcast_to(per_pixel[..., None], x.shape)
+  return poison_invalid(maps, apply_fn, params, x, target)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsal._checks import check_positive_int
-from jaxsal.attribution._common import ApplyFn, check_inputs
+from jaxsal.attribution._common import ApplyFn, check_inputs, poison_invalid
 from jaxsal.attribution._integrated_gradients import make_baseline
 
 
@@ -172,6 +172,7 @@ def optimized_mask(
   theta0 = init_std * jax.vmap(lambda k: jax.random.normal(k, (mh, mw), jnp.float32))(keys)
   (theta, _), _ = jax.lax.scan(step, (theta0, optimizer.init(theta0)), None, length=steps)
   maps = jnp.broadcast_to(upsample(jax.nn.sigmoid(theta)), x.shape).astype(x.dtype)
+  maps = poison_invalid(maps, apply_fn, params, x, target)
   if not return_aux:
     return maps
   loss, (prob, area) = per_image(theta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsal._checks import check_choice
 
@@ -70,8 +71,36 @@ def keep_top(scores: jax.Array, fraction: jax.Array) -> jax.Array:
   Args:
     scores: ``[B, H, W]`` maps (reduce channels first).
     fraction: the kept share of pixels, a number or ``[B]``, in ``[0, 1]``.
+
+  Raises:
+    ValueError: ``scores`` not ``[B, H, W]``; ``fraction`` neither a number
+      nor ``[B]``; a concrete ``fraction`` outside ``[0, 1]`` or NaN (under
+      ``jit`` a fraction outside ``[0, 1]`` gives NaN masks for its images).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxsal.attribution import keep_top
+    >>> keep_top(jnp.array([[[3.0, 1.0], [2.0, 0.0]]]), 0.5).tolist()
+    [[[1.0, 0.0], [1.0, 0.0]]]
   """
+  if jnp.ndim(scores) != 3:
+    raise ValueError(
+      f"scores must be maps of shape [B, H, W] (reduce the channels first, e.g. "
+      f"reduce_channels(maps)); got shape {tuple(jnp.shape(scores))}"
+    )
   b, h, w = scores.shape
+  given = fraction
+  fraction = jnp.asarray(fraction, jnp.float32)
+  if fraction.ndim > 1 or (fraction.ndim == 1 and fraction.shape[0] != b):
+    raise ValueError(
+      f"fraction must be a number or one per map, shape [B] = [{b}]; "
+      f"got shape {tuple(fraction.shape)}"
+    )
+  if not isinstance(fraction, jax.core.Tracer):
+    f = np.asarray(given, np.float64)  # as given: the message shows 0.1, not float32's 0.1000...
+    bad = f[~((f >= 0) & (f <= 1))]
+    if bad.size:
+      raise ValueError(f"fraction must lie in [0, 1]; got {bad.tolist()[:5]}")
   flat = scores.reshape(b, h * w)
   k = jnp.round(jnp.broadcast_to(jnp.asarray(fraction, jnp.float32), (b,)) * h * w)
   order = jnp.argsort(-flat, axis=1, stable=True)
@@ -82,4 +111,9 @@ def keep_top(scores: jax.Array, fraction: jax.Array) -> jax.Array:
     .at[jnp.arange(b)[:, None], order]
     .set(jnp.broadcast_to(jnp.arange(h * w), (b, h * w)))
   )
-  return (rank < k[:, None]).astype(scores.dtype).reshape(b, h, w)
+  kept = (rank < k[:, None]).astype(scores.dtype).reshape(b, h, w)
+  # Values unknown before the run: NaN masks, not a silent clamp.
+  if isinstance(fraction, jax.core.Tracer) and jnp.issubdtype(kept.dtype, jnp.floating):
+    ok = jnp.broadcast_to((fraction >= 0) & (fraction <= 1), (b,))
+    kept = jnp.where(ok[:, None, None], kept, jnp.nan)
+  return kept

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._checks import check_choice, check_positive_int
-from jaxsal.attribution._common import ApplyFn, check_inputs
+from jaxsal.attribution._common import ApplyFn, check_inputs, poison_invalid
 
 OUTPUTS = ("probabilities", "logits")
 
@@ -149,7 +149,7 @@ def rise(
     ((1, 8, 8, 1), True)
   """
   x, target = check_inputs(apply_fn, params, x, target)
-  return rise_for_classes(
+  maps = rise_for_classes(
     apply_fn,
     params,
     x,
@@ -162,6 +162,7 @@ def rise(
     output=output,
     baseline=baseline,
   )[0]
+  return poison_invalid(maps, apply_fn, params, x, target)
 
 
 def rise_for_classes(

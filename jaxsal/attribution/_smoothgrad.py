@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsal._checks import check_choice, check_positive_int
-from jaxsal.attribution._common import check_inputs, nested_calls
+from jaxsal.attribution._common import check_inputs, nested_calls, poison_invalid
 
 MODES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -124,9 +124,11 @@ def smoothgrad(
         s, s2 = s + m, s2 + m2
     mean, mean_sq = s / samples, s2 / samples
     if mode == "smoothgrad":
-      return mean
-    if mode == "smoothgrad_sq":
-      return mean_sq
-    return mean_sq - mean * mean
+      maps = mean
+    elif mode == "smoothgrad_sq":
+      maps = mean_sq
+    else:
+      maps = mean_sq - mean * mean
+    return poison_invalid(maps, apply_fn, params, x, target)
 
   return smoothed

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxsal import _checks
 from jaxsal.attribution._classes import check_classes, class_maps
-from jaxsal.attribution._common import check_inputs, nested_calls, num_classes
+from jaxsal.attribution._common import check_inputs, nested_calls, num_classes, poison_invalid
 
 CLASS_SETS = ("contrastive", "all")
 # The official code's thresholds: 0.01 for the contrastive set, 0.1 for given classes.
@@ -245,7 +245,8 @@ def var(
       use_abs=use_abs,
     )
     is_t = (slots == target[None, :]) & valid
-    return jnp.where(is_t.reshape(is_t.shape + (1,) * (out.ndim - 2)), out, 0).sum(0)
+    maps = jnp.where(is_t.reshape(is_t.shape + (1,) * (out.ndim - 2)), out, 0).sum(0)
+    return poison_invalid(maps, apply_fn, params, x, target)
 
   explain.__name__ = f"var({getattr(method, '__name__', 'method')})"
   explain.__doc__ = f"VAR over ``{getattr(method, '__name__', 'method')}``."

@@ -77,7 +77,7 @@ def test_explain_writes_the_maps_it_says_and_they_are_the_methods_maps(tmp_path,
   assert summary["images"][0]["predicted"] == summary["images"][0]["explained"] == pred
   grad = jax.jit(lambda p, x, t: A.gradient(m.apply_fn, p, x, t))
   expected = np.asarray(grad(m.params, x, jnp.asarray([pred])))[0]
-  got = np.load(out / "chelsea" / "gradient.npy")
+  got = np.load(out / "images" / "chelsea" / "gradient.npy")
   assert got.shape == (32, 32, 3) and np.abs(expected).max() > 0
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
@@ -93,7 +93,7 @@ def test_target_all_gives_every_class_map(tmp_path, weights):
     size=32,
     progress=False,
   )
-  maps = np.load(out / "coffee" / "gradient.npy")
+  maps = np.load(out / "images" / "coffee" / "gradient.npy")
   assert maps.shape == (12, 32, 32, 3) and res["images"][0]["explained"] == "all"
   m = explain.load_model(f"resnet18:{weights}", size=32)
   x = jnp.asarray(
@@ -150,7 +150,7 @@ def test_class_relevant_and_noisy_maps_are_the_methods_maps(tmp_path, weights, c
   )(m.params, x, t, key)
   for name, e in expected.items():
     e = np.asarray(e)[0]
-    got = np.load(out / "chelsea" / f"{name}.npy")
+    got = np.load(out / "images" / "chelsea" / f"{name}.npy")
     assert np.abs(e).max() > 0, name
     np.testing.assert_allclose(got, e, rtol=1e-4, atol=1e-5 * np.abs(e).max(), err_msg=name)
   # Batch size 1 gives the same noisy maps as batch size 2: the keys follow the files.
@@ -165,8 +165,8 @@ def test_class_relevant_and_noisy_maps_are_the_methods_maps(tmp_path, weights, c
     progress=False,
   )
   np.testing.assert_allclose(
-    np.load(out1 / "coffee" / "smoothgrad.npy"),
-    np.load(out / "coffee" / "smoothgrad.npy"),
+    np.load(out1 / "images" / "coffee" / "smoothgrad.npy"),
+    np.load(out / "images" / "coffee" / "smoothgrad.npy"),
     rtol=1e-5,
     atol=1e-7,
   )
@@ -178,7 +178,7 @@ def test_target_all_with_cgi_gives_each_class_its_cgi_map(tmp_path, weights):
   explain.explain(
     [coffee], f"resnet18:{weights}", ["cgi"], out=str(out), target="all", size=32, progress=False
   )
-  maps = np.load(out / "coffee" / "cgi.npy")
+  maps = np.load(out / "images" / "coffee" / "cgi.npy")
   m = explain.load_model(f"resnet18:{weights}", size=32)
   x = jnp.asarray(m.normalize(m.view(explain.read_image(coffee))[None]))
   assert maps.shape == (12, 32, 32, 3)

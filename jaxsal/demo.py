@@ -101,7 +101,8 @@ def validate(config) -> None:
     train_generator.validate(rc.generator)
     _checks.check_positive_int(rc.figure_images, "reconstruction.figure_images")
   if "gallery" in parts:
-    _common.get_methods(g.methods, special=("masker",), where="gallery.methods")
+    where = "gallery.methods"
+    _common.get_methods(g.methods, special=("masker",), where=where, classifier=config.classifier)
     _checks.check_positive_int(g.num_images, "gallery.num_images")
   uses_masker = ("reconstruction" in parts and "masker" in rc.methods) or (
     "gallery" in parts and "masker" in g.methods
@@ -241,9 +242,11 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     'gallery_maps', figure name: path}}``.
 
   Raises:
-    ValueError: a bad config, before anything is written.
+    ValueError: a bad config, or a workdir that is a file, lies under a file
+      or cannot be written; before anything is written.
   """
   validate(config)
+  _common.check_workdir(workdir)
   t_start = time.perf_counter()
   paths = report.figure_paths(workdir)
   os.makedirs(os.path.join(workdir, report.FIGURES_DIR), exist_ok=True)

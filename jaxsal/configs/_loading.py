@@ -33,8 +33,10 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
     The ``ml_collections.ConfigDict``.
 
   Raises:
-    ValueError: an unknown config name, a missing file, or a file without
-      ``get_config``.
+    ValueError: an unknown config name; a path that is missing, a folder or
+      not a ``.py`` file; a file that fails to run or has no ``get_config``;
+      a ``get_config`` that fails or returns something other than a
+      ``ConfigDict``.
 
   Example:
     >>> cfg = get_config('small_cnn_digits:test')
@@ -46,12 +48,9 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
       f"config must be a name like 'small_cnn_digits:cpu' or a .py path; got {spec!r}"
     )
   name, _, arg = spec.partition(":")
-  if name.endswith(".py") or os.sep in name:
-    if not os.path.isfile(name):
-      raise ValueError(f"config file {name!r} does not exist")
-    mod_spec = importlib.util.spec_from_file_location("_jaxsal_user_config", name)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
+  is_file = name.endswith(".py") or os.sep in name
+  if is_file:
+    module = _load_file(name)
   else:
     if name not in list_configs():
       raise ValueError(
@@ -59,9 +58,44 @@ def get_config(spec: str) -> ml_collections.ConfigDict:
         "(or give a path to a .py file)"
       )
     module = importlib.import_module(f"{_PACKAGE}.{name}")
-  if not hasattr(module, "get_config"):
+  if not callable(getattr(module, "get_config", None)):
     raise ValueError(f"config {name!r} defines no get_config(arg) function")
-  return module.get_config(arg or None)
+  call = f"get_config({arg or None!r}) of {name!r}"
+  try:
+    config = module.get_config(arg or None)
+  except ValueError:
+    raise  # a config's own refusal (an unknown variant) says what it expects
+  except Exception as e:
+    if not is_file:
+      raise
+    raise ValueError(f"{call} failed: {type(e).__name__}: {e}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"{call} returned {type(config).__name__}, not an ml_collections.ConfigDict")
+  return config
+
+
+def _load_file(name: str):
+  """The module of the config file ``name``, or a ValueError saying why it cannot be one."""
+  if os.path.isdir(name):
+    raise ValueError(f"config file {name!r} is a folder; give a .py file defining get_config(arg)")
+  if not os.path.isfile(name):
+    raise ValueError(f"config file {name!r} does not exist")
+  if not name.endswith(".py"):
+    raise ValueError(
+      f"config file {name!r} is not a .py file; give a Python file defining get_config(arg)"
+    )
+  mod_spec = importlib.util.spec_from_file_location("_jaxsal_user_config", name)
+  module = importlib.util.module_from_spec(mod_spec)
+  try:
+    mod_spec.loader.exec_module(module)
+  except (Exception, SystemExit) as e:
+    # The file's own error, in one line: a config file is code the user wrote,
+    # but the command still ends with jaxsal: error: and no traceback.
+    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
+    raise ValueError(
+      f"config file {name!r} failed to load: {type(e).__name__}{where}: {e}"
+    ) from None
+  return module
 
 
 def _parse_value(text: str):

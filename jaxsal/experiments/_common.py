@@ -39,6 +39,31 @@ def trained_classifier(
   )
 
 
+def check_workdir(workdir: str, what: str = "workdir") -> None:
+  """A ValueError unless ``workdir`` is a folder, or a path where one can be made and written.
+
+  Checked before anything is computed or written, so that a workdir that
+  is a file, lies under a file or in a read-only folder ends the command
+  with one line instead of a traceback after the work.
+  """
+  if not isinstance(workdir, str) or not workdir:
+    raise ValueError(f"{what} must be a folder path; got {workdir!r}")
+  path = os.path.normpath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{what} {workdir!r} is a file, not a folder; give a folder")
+  existing = path
+  while existing and not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  shown = existing or os.curdir
+  if existing and not os.path.isdir(existing):
+    raise ValueError(f"{what} {workdir!r}: {shown!r} is a file, not a folder; give another path")
+  if not os.access(existing or os.curdir, os.W_OK | os.X_OK):
+    raise ValueError(
+      f"{what} {workdir!r} cannot be written: {shown!r} is not writable; give a folder you can "
+      "write to"
+    )
+
+
 def environment() -> dict[str, Any]:
   """Where a result was computed: versions, devices, cores and the date (UTC)."""
   import datetime
@@ -101,8 +126,23 @@ def method_params(methods: Any) -> dict[str, dict[str, Any]]:
   return {str(name): {} for name in methods}
 
 
+def classifier_taps(classifier_config) -> list[str]:
+  """The names of the taps (the layers a method's ``layer`` can name) of a classifier config's model."""
+  from jaxsal import models
+
+  m = classifier_config.model
+  kwargs = (
+    m.kwargs.to_dict() if hasattr(m.get("kwargs"), "to_dict") else dict(m.get("kwargs") or {})
+  )
+  try:
+    model = models.get_model(m.name, num_classes=2, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"model.kwargs {kwargs}: model {m.name!r} does not take them ({e})") from None
+  return models.tap_names(model)
+
+
 def get_methods(
-  methods: Any, *, special: tuple[str, ...] = (), where: str = "methods"
+  methods: Any, *, special: tuple[str, ...] = (), where: str = "methods", classifier=None
 ) -> dict[str, Callable | None]:
   """Every method an experiment's config names, from ``jaxsal.attribution.get_method``.
 
@@ -111,14 +151,18 @@ def get_methods(
     special: names the experiment computes itself (a masker, random
       baselines); they map to ``None``.
     where: the config entry's name, for errors.
+    classifier: the classifier config the methods explain; where given, a
+      ``layer`` hyperparameter must name one of its model's taps (checked
+      here, before anything is trained, not when the method is traced).
 
   Returns:
     ``{name: fn(apply_fn, params, x, target, *, key=None)}``, the registry's
     methods in the registry's order, then ``special`` in its order.
 
   Raises:
-    ValueError: no method, an unknown name (the known ones listed) or a
-      hyperparameter the method does not take.
+    ValueError: no method, an unknown name (the known ones listed), a
+      hyperparameter the method does not take, or a ``layer`` the classifier
+      does not have.
   """
   from jaxsal import attribution as A
 
@@ -143,6 +187,14 @@ def get_methods(
       out[name] = A.get_method(name, **hparams)
     except ValueError as e:
       raise ValueError(f"{where}.{name}: {e}") from None
+    layer = hparams.get("layer")
+    if classifier is not None and layer is not None:
+      taps = classifier_taps(classifier)
+      if layer not in taps:
+        raise ValueError(
+          f"{where}.{name}.layer: the classifier {classifier.model.name!r} has no layer "
+          f"{layer!r}; its layers (taps): {', '.join(taps)}"
+        )
   return out
 
 

@@ -48,7 +48,7 @@ def validate(config) -> None:
       raise ValueError(
         f"grid_sizes entries must be >= 2 (a 1x1 grid has nothing to point between); got {n}"
       )
-  _common.get_methods(config.methods)
+  _common.get_methods(config.methods, classifier=config.classifier)
   for key in ("num_grids", "num_images", "batch_size"):
     _checks.check_positive_int(config[key], key)
   if not 0.0 <= config.min_confidence <= 1.0:

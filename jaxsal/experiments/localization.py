@@ -51,7 +51,7 @@ def validate(config) -> None:
   if not (config.maskers or config.methods or config.center_box):
     raise ValueError("nothing to evaluate: maskers, methods and center_box are all empty")
   if config.methods:
-    _common.get_methods(config.methods)
+    _common.get_methods(config.methods, classifier=config.classifier)
   for key in ("num_images", "batch_size", "center_box_images"):
     _checks.check_positive_int(config[key], key)
   for variant in config.maskers:

@@ -72,7 +72,7 @@ def validate(config) -> None:
   from jaxsal import train
 
   train.validate_config(config.classifier)
-  methods = _common.get_methods(config.methods, special=OWN_ROWS)
+  methods = _common.get_methods(config.methods, special=OWN_ROWS, classifier=config.classifier)
   if not config.areas:
     raise ValueError("areas must hold at least one kept fraction in (0, 1]")
   for a in config.areas:

@@ -198,7 +198,7 @@ def validate(config) -> None:
   from jaxsal import _checks, train
 
   train.validate_config(config.classifier)
-  _common.get_methods(config.methods)
+  _common.get_methods(config.methods, classifier=config.classifier)
   if not config.modes:
     raise ValueError(f"modes must name at least one of {list(MODES)}")
   for m in config.modes:

@@ -93,7 +93,7 @@ def _train_command(workdir: str, args) -> list[str]:
 
 def _start(cmd: list[str], log_prefix: str) -> tuple[subprocess.Popen, float]:
   out = open(log_prefix + ".stdout", "w")  # noqa: SIM115 (closed in _finish)
-  err = open(log_prefix + ".stderr", "w")  # noqa: SIM115
+  err = open(log_prefix + ".stderr", "w")  # noqa: SIM115 (closed in _finish)
   # A session of its own, so that a signal goes to the run's whole process
   # group, as a terminal's Ctrl-C does.
   proc = subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True)

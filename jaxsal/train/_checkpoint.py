@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+class _PartialRestoreFilter(logging.Filter):
+  """Drops orbax's warning that a checkpoint holds items a restore did not ask for.
+
+  jaxsal restores a step's items one at a time (its metadata, its checksum,
+  its state), so every restore would print that warning for the others.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "was found in the checkpoint, but could not be restored" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_PartialRestoreFilter())
 
 SET_ASIDE_DIR = "checkpoints_set_aside"
 

@@ -33,9 +33,12 @@ def _experiment_command(module):
   """``args -> exit status``: validate, run and print the summary of an experiment module."""
 
   def command(args) -> int:
-    from jaxsal import configs
+    from jaxsal import configs, parallel
 
     config = configs.apply_overrides(configs.get_config(args.config), args.set or [])
+    parallel.check_same_everywhere(
+      "config", {"command": module.COMMAND, "workdir": args.workdir, **config.to_dict()}
+    )
     result = module.run(config, args.workdir, progress=not args.no_progress)
     print(module.summary(result), flush=True)
     return 0
@@ -229,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:]
     interrupt.install(lambda: _advice(words))
   try:
+    # A process of a multi-process job (JAXSAL_* or a cluster's environment)
+    # joins it before anything touches a device.
+    from jaxsal import parallel
+
+    parallel.initialize("auto")
     return args.func(args)
   except (ValueError, KeyError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -183,7 +183,8 @@ def _gallery(config, workdir, ctx, paths, progress):
   figures.method_grid(list(gal["images"]), gal["maps"], path=paths["gallery"], **look)
   paths["gallery_maps"] = os.path.join(workdir, report.FIGURES_DIR, "gallery_maps.npz")
   arrays = {k: gal[k] for k in ("images", "labels", "predicted")}
-  np.savez_compressed(paths["gallery_maps"], **arrays, **gal["maps"])
+  if jax.process_index() == 0:  # the files of a multi-process job are written once
+    np.savez_compressed(paths["gallery_maps"], **arrays, **gal["maps"])
   return {
     "methods": list(gal["maps"]),
     "num_images": len(gal["labels"]),

@@ -40,7 +40,10 @@ def _finish(fig, path: str | None):
   """Lays ``fig`` out; saves it to ``path`` (PNG) and closes it when a path is given."""
   fig.tight_layout()
   if path:
-    fig.savefig(path, dpi=100)
+    import jax
+
+    if jax.process_index() == 0:  # the files of a multi-process job are written once
+      fig.savefig(path, dpi=100)
     _pyplot().close(fig)
   return fig
 

@@ -315,7 +315,11 @@ def write(workdir: str, metrics: dict[str, Any] | None = None) -> str:
   if metrics is None:
     with open(os.path.join(workdir, METRICS_FILE)) as f:
       metrics = json.load(f)
+  import jax
+
   path = os.path.join(workdir, REPORT_FILE)
+  if jax.process_index() != 0:  # the files of a multi-process job are written once
+    return path
   text = render(metrics, figure_paths(workdir))
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

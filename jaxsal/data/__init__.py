@@ -21,6 +21,7 @@ from jaxsal.data.pipeline import DATASETS as DATASETS
 from jaxsal.data.pipeline import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR
 from jaxsal.data.pipeline import cluttered_digits_builder as cluttered_digits_builder
 from jaxsal.data.pipeline import dataset_info as dataset_info
+from jaxsal.data.pipeline import eval_batches as eval_batches
 from jaxsal.data.pipeline import load_source as load_source
 from jaxsal.data.pipeline import make_batches as make_batches
 
@@ -37,6 +38,7 @@ __all__ = [
   "cluttered_digits_builder",
   "compose_grids",
   "dataset_info",
+  "eval_batches",
   "load_source",
   "make_batches",
   "partition_sources",

@@ -447,3 +447,93 @@ def make_batches(
     # A few batches ahead: the default buffer (500 elements) would hold 500 batches.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
   return iter(it)
+
+
+def eval_batches(
+  source: Any,
+  *,
+  batch_size: int,
+  preprocess: Callable | None = None,
+  num_examples: int | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> Iterator[dict[str, Any]]:
+  """Every example of ``source`` once, in order, as this process's share of equal global batches.
+
+  Global batch ``k`` holds examples ``k * batch_size ..`` in order; process
+  ``p`` reads only its contiguous ``batch_size // process_count`` of them. The
+  last global batch is padded: every process yields the same number of
+  batches of the same shape (so all of them take part in every compiled
+  call, even one whose share is all padding), and ``'valid'`` (float32,
+  1 for a real example, 0 for padding) says which rows count. Concatenated
+  over processes, batch ``k`` is what one process would yield.
+
+  Args:
+    source: a random-access source of examples (dicts with ``'image'``, ...).
+    batch_size: the GLOBAL batch size, divisible by ``process_count``.
+    preprocess: a per-example transform applied before batching, or None.
+    num_examples: the first ``num_examples`` of ``source``; all if None.
+    process_index, process_count: this process and how many there are;
+      ``jax.process_index()`` and ``jax.process_count()`` if None.
+
+  Yields:
+    Dicts like ``make_batches``' (uint8 images scaled to float32 in [0, 1],
+    int32 labels) of ``batch_size // process_count`` rows, plus ``'valid'``.
+
+  Raises:
+    ValueError: a batch size not divisible by ``process_count``, or no example.
+
+  Example:
+    >>> import numpy as np
+    >>> src = [{"image": np.full((2, 2, 1), i, np.uint8), "label": i} for i in range(5)]
+    >>> [b["label"].tolist() for b in eval_batches(src, batch_size=4, process_index=1,
+    ...                                            process_count=2)]
+    [[2, 3], [0, 0]]
+    >>> [b["valid"].tolist() for b in eval_batches(src, batch_size=4, process_index=0,
+    ...                                            process_count=2)]
+    [[1.0, 1.0], [1.0, 0.0]]
+  """
+  _checks.check_positive_int(batch_size, "batch_size")
+  if process_count is None or process_index is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_count = jax.process_count() if process_count is None else process_count
+    process_index = jax.process_index() if process_index is None else process_index
+  _checks.check_positive_int(process_count, "process_count")
+  _check_int(process_index, "process_index", 0, process_count)
+  if batch_size % process_count:
+    raise ValueError(
+      f"batch_size={batch_size} is the global batch and must be divisible by "
+      f"process_count={process_count}; got remainder {batch_size % process_count}"
+    )
+  n = len(source) if num_examples is None else min(int(num_examples), len(source))
+  if n <= 0:
+    raise ValueError(
+      f"no example to evaluate: the source holds {len(source)}, asked {num_examples}"
+    )
+  per_host = batch_size // process_count
+
+  def example(i):
+    ex = source[i]
+    return preprocess(ex) if preprocess is not None else ex
+
+  template = None
+  for k in range(-(-n // batch_size)):
+    lo = k * batch_size + process_index * per_host
+    rows = [example(i) for i in range(lo, min(lo + per_host, n))]
+    if template is None:
+      # A process whose share is all padding still needs the shapes.
+      template = rows[0] if rows else example(0)
+    valid = np.zeros(per_host, np.float32)
+    valid[: len(rows)] = 1.0
+    pad = per_host - len(rows)
+    if pad:
+      blank = {
+        key: type(v)() if isinstance(v, (str, bytes)) else np.zeros_like(np.asarray(v))
+        for key, v in template.items()
+      }
+      rows += [blank] * pad
+    batch = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in rows[0]}
+    out = _to_model_input(batch)
+    out["valid"] = valid
+    yield out

@@ -187,13 +187,15 @@ def play(
     bar = tqdm(total=total, desc=f"{n}x{n} grids", disable=not progress, dynamic_ncols=True)
     for s in range(0, total, batch):
       idx = np.arange(s, s + batch).clip(max=total - 1)  # the last batch repeats a grid
+      # Every process composed the same grids; each passes on its own rows.
+      mine = idx[parallel.local_rows(mesh, batch)]
       out = fn(
         params,
-        parallel.shard_batch(grids["image"][idx], mesh),
-        parallel.shard_batch(grids["labels"][idx], mesh),
+        parallel.shard_batch(grids["image"][mine], mesh),
+        parallel.shard_batch(grids["labels"][mine], mesh),
       )
       real = min(batch, total - s)
-      for k, (v, e) in jax.device_get(out).items():
+      for k, (v, e) in parallel.gather(out).items():
         scores.setdefault(k, []).append(np.asarray(v)[:real])
         empties.setdefault(k, []).append(np.asarray(e)[:real])
       bar.update(real)

@@ -132,6 +132,7 @@ def run(config, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     params=params,
     num_images=int(config.num_images),
     progress=progress,
+    mesh=info["mesh"],
   )
   rows, seconds = {}, {}
 

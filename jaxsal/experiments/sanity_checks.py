@@ -149,10 +149,11 @@ def write(res: dict[str, Any], directory: str) -> dict[str, str]:
 
   os.makedirs(directory, exist_ok=True)
   paths = {"json": os.path.join(directory, "sanity.json")}
-  tmp = paths["json"] + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(to_json(res), f, indent=2)
-  os.replace(tmp, paths["json"])
+  if jax.process_index() == 0:  # the files of a multi-process job are written once
+    tmp = paths["json"] + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(to_json(res), f, indent=2)
+    os.replace(tmp, paths["json"])
   for mode in res["results"]:
     paths[f"{mode}_cascade"] = os.path.join(directory, f"{mode}_cascade.png")
     figures.sanity_cascade(res, paths[f"{mode}_cascade"], mode=mode)

@@ -146,3 +146,46 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places ``tree`` on every device of ``mesh`` (replicated)."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def local_rows(mesh: Mesh, n: int, axis: str = DATA_AXIS) -> slice:
+  """The rows of an ``n``-row global batch that this process holds when it is sharded over ``axis``.
+
+  Where every process has the whole batch (grids composed from the same
+  seed, say), each passes only these rows to ``shard_batch``. One process
+  holds all of them.
+
+  Raises:
+    ValueError: ``n`` does not split over the axis, or this process's rows
+      are not one contiguous block (a mesh whose devices interleave processes).
+
+  Example:
+    >>> local_rows(make_mesh(), 16)
+    slice(0, 16, None)
+  """
+  width = mesh.shape[axis]
+  if n % width:
+    raise ValueError(
+      f"a batch of {n} rows does not split over the {width} devices of axis {axis!r}"
+    )
+  if jax.process_count() == 1:
+    return slice(0, n)
+  index_map = batch_sharding(mesh, axis).addressable_devices_indices_map((n,))
+  starts = sorted({(idx[0].start or 0, idx[0].stop or n) for idx in index_map.values()})
+  lo, hi = starts[0][0], starts[-1][1]
+  covered = sum(b - a for a, b in starts)
+  if covered != hi - lo:
+    raise ValueError(
+      f"this process's devices hold rows {starts} of mesh axis {axis!r}, not one block; "
+      "build the mesh with jaxsal.parallel.make_mesh"
+    )
+  return slice(lo, hi)
+
+
+def gather(tree: Any) -> Any:
+  """A tree of (possibly sharded, multi-process) arrays as numpy arrays, whole, on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.process_allgather(tree, tiled=True)

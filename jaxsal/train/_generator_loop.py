@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxsal import parallel
 from jaxsal._checks import check_positive_int
 from jaxsal.train._optim import make_optimizer
 from jaxsal.train._runner import write_eval
@@ -132,21 +133,24 @@ def _eval_sums(module, *, seed: int, max_area: float):
   return sums
 
 
-def _evaluate(sums, params, source, *, num_images: int, batch_size: int) -> dict[str, float]:
-  """The negative ELBO (and its parts) on the first ``num_images`` of ``source``, fixed masks."""
+def _evaluate(sums, params, source, *, num_images: int, batch_size: int, mesh) -> dict[str, float]:
+  """The negative ELBO (and its parts) on the first ``num_images`` of ``source``, fixed masks.
+
+  The images are split over the mesh's data axis, each process reading its
+  share; the batch is rounded up to a multiple of the axis' width.
+  """
+  from jaxsal import data
+
   n = min(num_images, len(source))
-  totals = {"nll": 0.0, "kl": 0.0}
-  for i, lo in enumerate(range(0, n, batch_size)):
-    idx = list(range(lo, min(lo + batch_size, n)))
-    x = np.stack([np.asarray(source[j]["image"], np.float32) / 255.0 for j in idx])
-    valid = np.ones(batch_size, np.float32)
-    if len(idx) < batch_size:
-      valid[len(idx) :] = 0
-      x = np.concatenate([x, np.zeros((batch_size - len(idx),) + x.shape[1:], np.float32)])
-    out = jax.device_get(sums(params, x, valid, i))
-    for k in totals:
-      totals[k] += float(out[k])
-  res = {k: v / n for k, v in totals.items()}
+  width = mesh.shape[parallel.DATA_AXIS]
+  batch_size = -(-int(batch_size) // width) * width
+  totals = None
+  for i, b in enumerate(data.eval_batches(source, batch_size=batch_size, num_examples=n)):
+    g = parallel.shard_batch({"x": b["image"], "valid": b["valid"]}, mesh)
+    out = sums(params, g["x"], g["valid"], i)
+    totals = out if totals is None else jax.tree.map(lambda a, c: a + c, totals, out)
+  totals = jax.device_get(totals)
+  res = {k: float(totals[k]) / n for k in ("nll", "kl")}
   res["loss"] = res["nll"] + res["kl"]
   res["count"] = n
   return res
@@ -227,6 +231,7 @@ def _generator_task(config) -> Task:
         eval_source,
         num_images=int(config.eval_num_images),
         batch_size=int(config.eval_batch_size),
+        mesh=mesh,
       ),
       meta=meta,
       expect=("kind", "latent_dim", "widths", "image_shape"),

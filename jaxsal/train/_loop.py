@@ -143,23 +143,10 @@ def evaluate(
   from jaxsal import data
 
   totals = None
-  local_batch = batch_size // jax.process_count()
-  for batch in data.make_batches(
-    source,
-    batch_size=batch_size,
-    seed=0,
-    shuffle=False,
-    num_epochs=1,
-    drop_remainder=False,
-    preprocess=preprocess,
-  ):
+  for batch in data.eval_batches(source, batch_size=batch_size, preprocess=preprocess):
+    valid = batch.pop("valid")
     b = normalize(batch)
-    n = b["label"].shape[0]
-    pad = local_batch - n
-    b["valid"] = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    if pad:
-      b["image"] = np.concatenate([b["image"], np.zeros((pad,) + b["image"].shape[1:], np.float32)])
-      b["label"] = np.concatenate([b["label"], np.zeros(pad, np.int32)])
+    b["valid"] = valid
     sums = eval_fn(state, parallel.shard_batch(b, mesh))
     # Summed on device: one host sync per evaluation, not one per batch.
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)

@@ -363,6 +363,7 @@ def _masker_task(config, *, progress: bool) -> Task:
         params=original_params,
         num_images=int(config.eval_num_images),
         progress=False,
+        mesh=mesh,
       )
 
     def finish(out: dict) -> dict:

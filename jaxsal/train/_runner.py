@@ -38,6 +38,24 @@ def _guarded(name: str) -> bool:
   return "loss" in name or "grad_norm" in name
 
 
+def _stop_requested(*, sync_point: bool) -> bool:
+  """Whether to stop after this step for Ctrl-C.
+
+  One process decides alone. The processes of a multi-process job must stop
+  at the same step (a checkpoint is saved by all of them together), so they
+  decide together, at the steps where they synchronise anyway (a logged step,
+  a checkpoint, the last step): if Ctrl-C reached any of them, all stop.
+  """
+  if jax.process_count() == 1:
+    return _interrupt.requested()
+  if not sync_point:
+    return False
+  from jax.experimental import multihost_utils
+
+  flags = multihost_utils.process_allgather(np.asarray(_interrupt.requested(), np.int32))
+  return bool(np.any(flags))
+
+
 def restore(
   ckpt: Checkpoints,
   state: Any,
@@ -166,7 +184,7 @@ def run_steps(
         done = step + 1
         window_steps.append(done)
         log = done % log_every == 0 or done == total
-        stop = _interrupt.requested()
+        stop = _stop_requested(sync_point=log or done == total or ckpt.should_save(done))
         save = done == total or stop or ckpt.should_save(done)
         if log or save:
           check_window()
@@ -184,7 +202,7 @@ def run_steps(
             bar.write(line)
         saved = save and ckpt.save(done, state, meta=meta, force=True)
         bar.update(1)
-        if stop or _interrupt.requested():
+        if stop or (jax.process_count() == 1 and _interrupt.requested()):
           if not saved:
             check_window()
             ckpt.save(done, state, meta=meta, force=True)
@@ -196,10 +214,11 @@ def run_steps(
   finally:
     bar.close()
     ckpt.close()
-  if last_eval is None and start == total and jax.process_count() == 1:
+  if last_eval is None and start == total:
     # A finished run is not evaluated again: its final evaluation is in the log
-    # (experiments that reuse a trained model call this often). Multi-host runs
-    # evaluate, so that every host takes part in the same collectives.
+    # (experiments that reuse a trained model call this often). Every process
+    # reads the same log (the workdir is shared), so all of them skip the
+    # evaluation together, or none does and all take part in its collectives.
     logged = [r for r in writer.read() if r.get("kind") == "eval" and r.get("step") == total]
     last_eval = logged[-1] if logged else None
   if last_eval is None:

@@ -241,6 +241,7 @@ def run_training(config, workdir: str, task: Task, *, progress: bool = True) -> 
     jaxsal.train.NonFiniteError: a loss or gradient norm became NaN or Inf.
   """
   parallel.initialize(config.get("distributed", "auto"))
+  parallel.check_same_everywhere(f"{task.what or 'training'} config", config.to_dict())
   mesh = make_mesh(config, task.sharded)
   workdir = prepare_workdir(workdir)
   # A workdir of another kind of run is refused before its lock file is touched.

@@ -46,6 +46,7 @@ def evaluate_localization(
   progress: bool = False,
   desc: str = "localisation",
   maps_args: tuple = (),
+  mesh=None,
 ) -> dict[str, float]:
   """LE, OM, F1, F1a, SM, PxAP, mean area and accuracy of ``maps_fn``'s maps over ``source``.
 
@@ -64,64 +65,63 @@ def evaluate_localization(
     num_images: the first ``num_images`` of ``source`` (all if None).
     progress: show a progress bar.
     maps_args: arrays (pytrees) passed on to ``maps_fn``.
+    mesh: the images are split over its ``data`` axis (the batch is rounded
+      up to a multiple of its width); default all devices. In a
+      multi-process job each process reads only its share of every batch.
 
   Returns:
     The mean over images of each of ``METRICS``, ``pxap`` over all pixels,
     and ``count``. Lower is better for LE, OM and SM.
   """
-  from jaxsal import data, metrics
+  from jaxsal import data, metrics, parallel
 
   n = len(source) if num_images is None else min(int(num_images), len(source))
   if n <= 0:
     raise ValueError(
       f"num_images must be positive and the source non-empty; got {num_images} of {len(source)}"
     )
-
-  class _Head:
-    def __len__(self):
-      return n
-
-    def __getitem__(self, i):
-      return source[i]
-
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  # Every device of the data axis gets whole images: the batch is rounded up
+  # to a multiple of its width (the padding does not count).
+  width = mesh.shape[parallel.DATA_AXIS]
+  batch_size = -(-int(batch_size) // width) * width
+  params = parallel.replicate(params, mesh)
+  maps_args = parallel.replicate(tuple(maps_args), mesh)
   totals = None
-  batches = data.make_batches(
-    _Head(),
-    batch_size=batch_size,
-    seed=0,
-    shuffle=False,
-    num_epochs=1,
-    drop_remainder=False,
-    process_index=0,
-    process_count=1,
+  bar = tqdm(
+    total=n,
+    desc=desc,
+    disable=not (progress and jax.process_index() == 0),
+    dynamic_ncols=True,
+    mininterval=0.5,
   )
-  bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=0.5)
-  for b in batches:
-    m = b["label"].shape[0]
-    pad = batch_size - m
-    fill = lambda a, pad=pad: (
-      np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) if pad else a
-    )
-    x = fill(normalize(b["image"]).astype(np.float32))
-    valid = np.concatenate([np.ones(m, np.float32), np.zeros(pad, np.float32)])
+  for b in data.eval_batches(source, batch_size=batch_size, num_examples=n):
+    valid = b["valid"]
+    x = normalize(b["image"]).astype(np.float32)
     # Padding images get a valid full-image box so that the metrics stay finite.
-    box = np.asarray(b["box"], np.int32)
-    if pad:
-      h, w = x.shape[1:3]
-      box = np.concatenate([box, np.tile(np.asarray([[0, 0, h, w]], np.int32), (pad, 1))])
+    h, w = x.shape[1:3]
+    box = np.where(valid[:, None] > 0, np.asarray(b["box"], np.int32), [[0, 0, h, w]])
+    host = {
+      "x": x,
+      "label": b["label"],
+      "box": box.astype(np.int32),
+      "mask": np.asarray(b["mask"], np.float32),
+      "valid": valid,
+    }
+    g = parallel.shard_batch(host, mesh)
     sums = _batch_sums(
       maps_fn,
       apply_fn,
       params,
-      tuple(maps_args),
-      x,
-      fill(b["label"]),
-      box,
-      fill(np.asarray(b["mask"], np.float32)),
-      valid,
+      maps_args,
+      g["x"],
+      g["label"],
+      g["box"],
+      g["mask"],
+      g["valid"],
     )
     totals = sums if totals is None else jax.tree.map(lambda a, c: a + c, totals, sums)
-    bar.update(m)
+    bar.update(min(batch_size, n - bar.n))
   bar.close()
   totals = jax.device_get(totals)
   count = float(totals["count"])

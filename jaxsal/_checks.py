@@ -70,3 +70,52 @@ def check_positive_int(value: Any, name: str) -> None:
   """Raises a ValueError unless ``value`` is an int > 0."""
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
     raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def check_number(
+  value: Any,
+  name: str,
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_open: bool = False,
+  high_open: bool = False,
+) -> float:
+  """Returns ``value`` as a float, or raises a ValueError naming ``name``, the value and the range.
+
+  The value must be a finite real number (not a bool) in ``[low, high]``,
+  each bound excluded when its ``*_open`` is set and absent when None.
+
+  Example:
+    >>> check_number(0.5, "historic_prob", low=0.0, high=1.0)
+    0.5
+    >>> check_number(-1.0, "masker.temperature", low=0.0, low_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: masker.temperature must be a number > 0; got -1.0
+  """
+  if low is not None and high is not None:
+    want = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+  elif low is not None:
+    want = f"{'>' if low_open else '>='} {low:g}"
+  elif high is not None:
+    want = f"{'<' if high_open else '<='} {high:g}"
+  else:
+    want = "(finite)"
+  ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+  x = float(value) if ok else float("nan")
+  if ok and np.isfinite(x):
+    ok = (low is None or (x > low if low_open else x >= low)) and (
+      high is None or (x < high if high_open else x <= high)
+    )
+  else:
+    ok = False
+  if not ok:
+    raise ValueError(f"{name} must be a number {want}; got {value!r}")
+  return x
+
+
+def check_bool(value: Any, name: str) -> None:
+  """Raises a ValueError unless ``value`` is True or False (``1`` or ``'yes'`` are refused)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False; got {value!r}")

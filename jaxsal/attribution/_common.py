@@ -21,11 +21,12 @@ _NESTED = contextvars.ContextVar("jaxsal_attribution_nested", default=False)
 
 @contextlib.contextmanager
 def nested_calls() -> Iterator[None]:
-  """Marks the methods traced inside as called by a method that checked ``x`` already.
+  """Marks the methods traced inside as called by a method that checked its inputs already.
 
-  Their runtime NaN check (one host callback per call under ``jit``) is
-  skipped: the outer call's check covers the same values, and a callback
-  inside a ``scan`` or ``vmap`` body would run once per step.
+  Their ``poison_invalid`` returns their maps unchanged: the outer method
+  makes the maps of its invalid images NaN once, on its own maps (inside a
+  ``scan`` or ``vmap`` body the check would be repeated per step, and on
+  inputs the outer method may have perturbed).
   """
   token = _NESTED.set(True)
   try:
@@ -55,12 +56,12 @@ def check_inputs(
 
   Shapes and dtypes are checked always; values (NaN or inf in ``x``,
   ``target`` in ``[0, num_classes)``) whenever they are concrete, i.e.
-  outside ``jit``. Under ``jit``, NaN in ``x`` is still reported, when the
-  program runs (a ``jax.debug.callback``): the call fails with a runtime
-  error carrying the same message instead of returning NaN maps. Infinite
-  values in ``x`` and out-of-range targets under ``jit`` make the method's
-  maps of those images NaN (see ``poison_invalid``), never another class's
-  map or a silent zero map.
+  outside ``jit``, where they raise a ValueError. Under ``jit`` the values
+  are not known when the method is traced, and one mechanism covers all
+  three: the method's maps of an image that holds NaN or inf, or whose
+  target is out of range, are NaN (``poison_invalid``), and the maps of the
+  other images are what they would be without it (batched == per image).
+  Never another class's map, a silent zero map, or a host callback.
 
   Raises:
     ValueError / TypeError: with the argument's name, what it got and what was expected.
@@ -89,27 +90,22 @@ def check_inputs(
         f"target must lie in [0, {k}) (the model has {k} classes); got {bad.tolist()[:5]}"
       )
   if _is_concrete(x):
-    _report_nan(np.isnan(np.asarray(x)).reshape(x.shape[0], -1).any(-1))
-    inf = np.isinf(np.asarray(x)).reshape(x.shape[0], -1).any(-1)
+    values = np.asarray(x).reshape(x.shape[0], -1)
+    nan = np.isnan(values).any(-1)
+    if nan.any():
+      raise ValueError(
+        f"x contains NaN (images {np.flatnonzero(nan).tolist()[:10]}); attributions of NaN "
+        "inputs would be NaN everywhere: give finite images"
+      )
+    inf = np.isinf(values).any(-1)
     if inf.any():
       raise ValueError(
         f"x contains inf (images {np.flatnonzero(inf).tolist()[:10]}); attributions of "
         "infinite inputs are not finite: give finite images"
       )
-  elif jnp.issubdtype(x.dtype, jnp.floating) and not _NESTED.get():
-    # Under jit the values are unknown at trace time: check them when the
-    # program runs; the error surfaces as a runtime error with this message.
-    jax.debug.callback(_report_nan, jnp.isnan(x).reshape(x.shape[0], -1).any(-1))
+  # Under jit the values are unknown here: poison_invalid makes the maps of
+  # the images with NaN or inf (or a target out of range) NaN.
   return x, target
-
-
-def _report_nan(nan_per_image: Any) -> None:
-  nan_per_image = np.asarray(nan_per_image)
-  if nan_per_image.any():
-    where = np.argwhere(nan_per_image.reshape(-1)).ravel().tolist()
-    raise ValueError(
-      f"x contains NaN (images {where[:10]}); attributions of NaN inputs would be NaN everywhere"
-    )
 
 
 def poison_invalid(
@@ -117,14 +113,16 @@ def poison_invalid(
 ) -> jax.Array:
   """``maps`` with NaN for every image whose ``x`` is not finite or whose target is out of range.
 
-  The runtime check of values ``check_inputs`` cannot make under ``jit``:
-  an out-of-range target would otherwise give another class's map (``-1``
-  is the last class) or an all-zero map, and an infinite input a map that
-  may even look finite. The NaN maps are caught by any finite check
-  downstream (``jaxsal explain`` refuses non-finite maps). Outside ``jit``
-  (``x`` and ``target`` concrete) ``check_inputs`` has raised already, and
-  inside a method that called others (``nested_calls``) the outer method
-  poisons its own maps: then ``maps`` is returned unchanged.
+  The one check of values under ``jit``, where ``check_inputs`` cannot see
+  them: an image with NaN or inf, or an out-of-range target (which would
+  otherwise give another class's map, ``-1`` the last class's, or an
+  all-zero map; an infinite input a map that may even look finite), gets an
+  all-NaN map; the other images' maps are untouched. The NaN maps are
+  caught by any finite check downstream (``jaxsal explain`` refuses
+  non-finite maps). Outside ``jit`` (``x`` and ``target`` concrete)
+  ``check_inputs`` has raised already, and inside a method that called
+  others (``nested_calls``) the outer method poisons its own maps: then
+  ``maps`` is returned unchanged.
 
   Args:
     maps: a method's maps, with the batch on ``axis`` (``[B, ...]``, or

@@ -5,6 +5,7 @@ through tfds random-access sources and grain.
 """
 
 from jaxsal.data._fewshot import FewShotSource as FewShotSource
+from jaxsal.data._integrity import DatasetError as DatasetError
 from jaxsal.data._render import RenderedDigits as RenderedDigits
 from jaxsal.data._render import render_cluttered_digit as render_cluttered_digit
 from jaxsal.data._render import render_cluttered_digits as render_cluttered_digits
@@ -30,6 +31,7 @@ __all__ = [
   "DEFAULT_DATA_DIR",
   "ClutteredDigits",
   "ClutteredDigitsConfig",
+  "DatasetError",
   "EvalTransform",
   "FewShotSource",
   "RenderedDigits",

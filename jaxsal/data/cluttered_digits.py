@@ -19,7 +19,9 @@ import dataclasses
 import functools
 import gzip
 import importlib.util
+import os
 import pathlib
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -251,6 +253,27 @@ def generate_split(config: ClutteredDigitsConfig, split: str) -> Iterator[dict[s
         "mask": out.mask[j],
         "source_index": np.int32(s),
       }
+
+
+def reprepare_advice(config: ClutteredDigitsConfig, data_dir: str) -> str:
+  """How to prepare a damaged ``cluttered_digits`` variant again, as the end of an error message.
+
+  Example:
+    >>> small = ClutteredDigits.builder_configs["small"]
+    >>> print(reprepare_advice(small, "/data"))  # doctest: +NORMALIZE_WHITESPACE
+    Prepare it again: delete /data/cluttered_digits/small and run jaxsal prepare-data
+    --dataset cluttered_digits --config small --data-dir /data (or rerun the command:
+    a dataset that is not prepared is prepared on first use)
+  """
+  folder = os.path.join(data_dir, NAME, config.name)
+  if any(config is c for c in ClutteredDigits.BUILDER_CONFIGS):
+    how = f"jaxsal prepare-data --dataset {NAME} --config {config.name} --data-dir {shlex.quote(data_dir)}"
+  else:
+    how = f"jaxsal.data.load_source({NAME!r}, ..., config=<the same ClutteredDigitsConfig>)"
+  return (
+    f"Prepare it again: delete {folder} and run {how} (or rerun the command: a dataset that "
+    "is not prepared is prepared on first use)"
+  )
 
 
 class ClutteredDigits(tfds.core.GeneratorBasedBuilder):

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxsal import _checks
+from jaxsal.data import _integrity
 from jaxsal.data import cluttered_digits as _cd
 
 try:
@@ -137,6 +138,10 @@ def cluttered_digits_builder(
     ValueError: an unknown config name, or data prepared under this config's
       name with different parameters.
     FileNotFoundError: the data is absent and ``prepare`` is False.
+    jaxsal.data.DatasetError: ``data_dir`` is a file or cannot be read, the
+      data must be prepared but ``data_dir`` cannot be written, or the
+      prepared data's metadata cannot be read (the message says how to
+      prepare it again).
 
   Example:
     >>> import tempfile
@@ -163,20 +168,41 @@ def cluttered_digits_builder(
       config=cfg.name if builtin else cfg, data_dir=data_dir, file_format="array_record"
     )
 
-  builder = make()
-  if not builder.is_prepared():
-    if not prepare:
-      raise FileNotFoundError(
-        f"{_cd.NAME}/{cfg.name} is not prepared in {data_dir}; call "
-        "load_source(..., prepare=True) to generate it (offline, seconds to a minute)"
-      )
-    lock = os.path.join(data_dir, _cd.NAME, f".{cfg.name}-{builder.version}.lock")
-    with _file_lock(lock):
-      builder = make()  # Another process may have prepared it while we waited.
-      if not builder.is_prepared():
-        builder.download_and_prepare()
-        builder = make()
-  stored = dict(builder.info.metadata or {})
+  what = f"{_cd.NAME}/{cfg.name}"
+  folder = os.path.join(data_dir, _cd.NAME, cfg.name, str(_cd.ClutteredDigits.VERSION))
+  _integrity.check_data_dir(data_dir, folder)
+  try:
+    builder = make()
+    if not builder.is_prepared():
+      if not prepare:
+        raise FileNotFoundError(
+          f"{what} is not prepared in {data_dir}; call "
+          "load_source(..., prepare=True) to generate it (offline, seconds to a minute)"
+        )
+      lock = os.path.join(data_dir, _cd.NAME, f".{cfg.name}-{builder.version}.lock")
+      try:
+        with _file_lock(lock):
+          builder = make()  # Another process may have prepared it while we waited.
+          if not builder.is_prepared():
+            builder.download_and_prepare()
+            builder = make()
+      except OSError as e:
+        if _integrity.denied(e):
+          raise _integrity.not_writable(what, data_dir, e) from None
+        raise
+    stored = dict(builder.info.metadata or {})
+  except (FileNotFoundError, _integrity.DatasetError):
+    raise
+  except Exception as e:  # tfds could not read the prepared dataset's own files
+    if not os.path.isdir(folder):
+      raise
+    _integrity.check_readable(folder, what)
+    raise _integrity.damaged(
+      what,
+      folder,
+      f"its metadata cannot be read ({_integrity.reason(e)})",
+      _cd.reprepare_advice(cfg, data_dir),
+    ) from e
   if stored and stored != cfg.parameters():
     raise ValueError(
       f"{_cd.NAME}/{cfg.name} in {data_dir} was prepared with parameters {stored}, "
@@ -209,14 +235,19 @@ def load_source(
       which is prepared outside jaxsal).
 
   Returns:
-    A tfds array_record data source: ``len(source)`` and ``source[i]``, a dict
-    of numpy arrays (cluttered_digits: ``image`` uint8 ``[S, S, 1]``,
-    ``label``, ``box`` int32 ``[4]``, ``mask`` uint8 ``[S, S]``,
-    ``source_index``).
+    A tfds array_record data source (wrapped so that a damaged file is a
+    clear error): ``len(source)`` and ``source[i]``, a dict of numpy arrays
+    (cluttered_digits: ``image`` uint8 ``[S, S, 1]``, ``label``, ``box``
+    int32 ``[4]``, ``mask`` uint8 ``[S, S]``, ``source_index``).
 
   Raises:
     ValueError: an unknown dataset, split or config.
     FileNotFoundError: the data is not prepared (and cannot or may not be).
+    jaxsal.data.DatasetError: the data folder or a file of the prepared data
+      cannot be read, or a file is missing, truncated or corrupt (each file is
+      opened here; reading a damaged example later raises it too). The
+      message names the dataset, the folder and the file, and says how to
+      prepare the data again.
 
   Example:
     >>> import tempfile
@@ -235,8 +266,12 @@ def load_source(
   _check_split(name, split, spec.splits)
   data_dir = os.path.expanduser(os.fspath(data_dir or DEFAULT_DATA_DIR))
   if name == _cd.NAME:
-    return cluttered_digits_builder(config, data_dir=data_dir, prepare=prepare).as_data_source(
-      split=split
+    builder = cluttered_digits_builder(config, data_dir=data_dir, prepare=prepare)
+    return _integrity.open_checked(
+      builder.as_data_source(split=split),
+      f"{_cd.NAME}/{builder.builder_config.name}",
+      os.fspath(builder.data_dir),
+      _cd.reprepare_advice(builder.builder_config, data_dir),
     )
   full_name = name if config is None else f"{name}/{config}"
   builder = tfds.builder(full_name, data_dir=data_dir)
@@ -250,7 +285,10 @@ def load_source(
       f"{full_name} in {data_dir} is stored as {file_format}, which has no random access; "
       "rebuild it with --file_format=array_record. " + _IMAGENET_HELP.format(data_dir=data_dir)
     )
-  return tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
+  folder = os.fspath(builder.data_dir)
+  advice = f"Delete {folder} and build it again. " + _IMAGENET_HELP.format(data_dir=data_dir)
+  source = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
+  return _integrity.open_checked(source, full_name, folder, advice)
 
 
 def dataset_info(

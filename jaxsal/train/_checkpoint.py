@@ -13,25 +13,66 @@ import datetime
 import hashlib
 import logging
 import os
+import re
+import sys
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+# An unfinished checkpoint folder that orbax removes before it saves that step again.
+_UNFINISHED = re.compile(
+  r"Attempted to create temporary directory (?P<path>.+) which already exists\. "
+  r"Removing existing directory since it is not finalized\."
+)
 
-class _PartialRestoreFilter(logging.Filter):
-  """Drops orbax's warning that a checkpoint holds items a restore did not ask for.
 
-  jaxsal restores a step's items one at a time (its metadata, its checksum,
-  its state), so every restore would print that warning for the others.
+class _OrbaxWarningFilter(logging.Filter):
+  """Keeps orbax's warnings that a jaxsal user cannot act on off stderr.
+
+  - A checkpoint holds items a restore did not ask for: jaxsal restores a
+    step's items one at a time (its metadata, its checksum, its state), so
+    every restore would print it for the others.
+  - A step's ``_CHECKPOINT_METADATA`` does not exist: a run killed while it
+    finished a save; the step's arrays were complete (orbax renames the
+    folder only then) and their checksum is verified on restore.
+  - An unfinished ``<step>.orbax-checkpoint-tmp`` folder, left by a run
+    killed while it saved that step, is removed before the step is saved
+    again: replaced by one jaxsal line on stderr, once per folder.
+  - jaxsal's own replacement of orbax's array handler
+    (``_small_arrays_whole``): "Type handler registry type ... overriding".
   """
 
+  def __init__(self):
+    super().__init__()
+    self._said: set[str] = set()
+
   def filter(self, record: logging.LogRecord) -> bool:
-    return "was found in the checkpoint, but could not be restored" not in record.getMessage()
+    message = record.getMessage()
+    if "was found in the checkpoint, but could not be restored" in message:
+      return False
+    if message.startswith("Metadata file does not exist") and "_CHECKPOINT_METADATA" in message:
+      return False
+    if message.startswith("Type handler registry type") and "overriding" in message:
+      return False
+    unfinished = _UNFINISHED.search(message)
+    if unfinished:
+      path = unfinished.group("path")
+      if path not in self._said:
+        self._said.add(path)
+        step = os.path.basename(path).split(".", 1)[0]
+        print(
+          f"jaxsal: removed an unfinished checkpoint of step {step} ({path}, left by a run "
+          "stopped while it was written); that step is saved again",
+          file=sys.stderr,
+          flush=True,
+        )
+      return False
+    return True
 
 
-logging.getLogger("absl").addFilter(_PartialRestoreFilter())
+logging.getLogger("absl").addFilter(_OrbaxWarningFilter())
 
 SET_ASIDE_DIR = "checkpoints_set_aside"
 

@@ -47,7 +47,8 @@ def validate_generator_config(config) -> None:
 
   Raises:
     ValueError: an unknown dataset, a non-positive size or count, a
-      ``max_area`` outside ``(0, 1]``.
+      ``max_area`` outside ``(0, 1]``, or a bad optimizer setting
+      (``check_optimizer_config``).
   """
   from jaxsal import data
   from jaxsal._checks import check_choice
@@ -63,6 +64,9 @@ def validate_generator_config(config) -> None:
     raise ValueError(f"free_bits must be a number >= 0; got {config.free_bits!r}")
   if not 0.0 < float(config.max_area) <= 1.0:
     raise ValueError(f"max_area must be in (0, 1]; got {config.max_area!r}")
+  from jaxsal.train._optim import check_optimizer_config
+
+  check_optimizer_config(config.optimizer, "optimizer")
 
 
 def _module(model_cfg, channels: int):

@@ -33,7 +33,8 @@ def validate_config(config) -> None:
 
   Raises:
     ValueError: an unknown model, dataset, optimizer, schedule or label mode,
-      a count that is not a positive integer, or a ``dataset.mean`` and
+      a count that is not a positive integer, an optimizer setting out of
+      its range (``check_optimizer_config``), or a ``dataset.mean`` and
       ``dataset.std`` of different lengths. (A batch size that does not split
       over the mesh is found when the mesh is made.)
 
@@ -42,13 +43,12 @@ def validate_config(config) -> None:
     >>> validate_config(configs.get_config('small_cnn_digits:test'))
   """
   from jaxsal import data, models
-  from jaxsal.train._optim import OPTIMIZERS, SCHEDULES
+  from jaxsal.train._optim import check_optimizer_config
 
   check_choice(config.model.name, "model", models.list_models())
   check_choice(config.dataset.name, "dataset", data.DATASETS)
   check_choice(config.dataset.label_randomization, "dataset.label_randomization", LABEL_MODES)
-  check_choice(config.optimizer.name, "optimizer.name", OPTIMIZERS)
-  check_choice(config.optimizer.schedule, "optimizer.schedule", SCHEDULES)
+  check_optimizer_config(config.optimizer, "optimizer")
   check_run_config(config)
   if len(config.dataset.mean) != len(config.dataset.std):
     raise ValueError(

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxsal._checks import check_choice, check_positive_int
+from jaxsal._checks import check_bool, check_choice, check_number, check_positive_int
 from jaxsal.train._inputs import classifier_inputs
 from jaxsal.train._loop import (
   classifier_identity,
@@ -30,7 +30,7 @@ from jaxsal.train._loop import (
   validate_config,
 )
 from jaxsal.train._masker_step import INFILLS, create_masker_state, make_mask_fn, make_masker_step
-from jaxsal.train._optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from jaxsal.train._optim import check_optimizer_config, make_optimizer
 from jaxsal.train._runner import write_eval
 from jaxsal.train._setup import Run, Task, check_run_config, run_training
 from jaxsal.train._workdir import fingerprint, plain
@@ -63,8 +63,11 @@ def validate_masker_config(config) -> None:
 
   Raises:
     ValueError: an unknown mode, objective, infill or tap name (the known
-      ones listed), a negative weight, a bad probability or count, or a
-      batch size that does not split over the mesh.
+      ones listed), a negative or non-finite loss weight, a temperature or
+      blur sigma that is not > 0, a bad probability, count or optimizer
+      setting (``check_optimizer_config``), or a batch size that does not
+      split over the mesh. Each names the key, its value and the range
+      allowed.
   """
   from jaxsal import models, objectives
 
@@ -73,9 +76,9 @@ def validate_masker_config(config) -> None:
   check_choice(config.objective.name, "objective.name", objectives.OBJECTIVES)
   check_choice(config.objective.infill, "objective.infill", INFILLS)
   for name in ("lam_in", "lam_out", "lam_tv"):
-    value = config.objective[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-      raise ValueError(f"objective.{name} must be a number >= 0; got {value!r}")
+    check_number(config.objective[name], f"objective.{name}", low=0.0)
+  check_number(config.objective.blur_sigma, "objective.blur_sigma", low=0.0, low_open=True)
+  check_bool(config.objective.tv_counted_twice, "objective.tv_counted_twice")
   check_run_config(config, ("eval_num_images", "pool_every"))
   if not 0.0 <= float(config.historic_prob) <= 1.0:
     raise ValueError(f"historic_prob must be in [0, 1]; got {config.historic_prob!r}")
@@ -84,8 +87,7 @@ def validate_masker_config(config) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
       raise ValueError(f"{key} must be an integer >= 0; got {value!r}")
   for opt in ("masker_optimizer", "classifier_optimizer"):
-    check_choice(config[opt].name, f"{opt}.name", OPTIMIZERS)
-    check_choice(config[opt].schedule, f"{opt}.schedule", SCHEDULES)
+    check_optimizer_config(config[opt], opt)
   model = _classifier_model(config)
   taps = models.tap_names(model)
   layers = list(config.masker.layers)
@@ -99,6 +101,8 @@ def validate_masker_config(config) -> None:
       )
   check_positive_int(config.masker.hidden, "masker.hidden")
   check_positive_int(config.masker.mask_scale, "masker.mask_scale")
+  check_bool(config.masker.gumbel, "masker.gumbel")
+  check_number(config.masker.temperature, "masker.temperature", low=0.0, low_open=True)
 
 
 def _classifier_model(config):

@@ -4,10 +4,45 @@ from __future__ import annotations
 
 import optax
 
-from jaxsal._checks import check_choice
+from jaxsal._checks import check_bool, check_choice, check_number
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
+
+
+def check_optimizer_config(cfg, prefix: str = "optimizer") -> None:
+  """Checks an optimizer config's names and numbers; errors name ``<prefix>.<key>``.
+
+  Raises:
+    ValueError: an unknown name or schedule, a learning rate that is not a
+      number > 0, a momentum outside [0, 1), a negative weight decay, warm-up,
+      decay interval or clipping norm, or a decay factor outside (0, 1].
+
+  Example:
+    >>> import ml_collections
+    >>> from jaxsal.configs import masker_digits
+    >>> cfg = masker_digits.get_config("test").masker_optimizer
+    >>> check_optimizer_config(cfg, "masker_optimizer")
+    >>> cfg.learning_rate = -1e-3
+    >>> check_optimizer_config(cfg, "masker_optimizer")
+    Traceback (most recent call last):
+    ...
+    ValueError: masker_optimizer.learning_rate must be a number > 0; got -0.001
+  """
+  check_choice(cfg.name, f"{prefix}.name", OPTIMIZERS)
+  check_choice(cfg.schedule, f"{prefix}.schedule", SCHEDULES)
+  check_number(cfg.learning_rate, f"{prefix}.learning_rate", low=0.0, low_open=True)
+  check_number(cfg.get("momentum", 0.0), f"{prefix}.momentum", low=0.0, high=1.0, high_open=True)
+  check_number(cfg.get("weight_decay", 0.0), f"{prefix}.weight_decay", low=0.0)
+  check_number(cfg.get("grad_clip_norm", 0.0), f"{prefix}.grad_clip_norm", low=0.0)
+  check_number(
+    cfg.get("decay_factor", 0.1), f"{prefix}.decay_factor", low=0.0, high=1.0, low_open=True
+  )
+  for key in ("warmup_steps", "decay_every_steps"):
+    value = cfg.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"{prefix}.{key} must be an integer >= 0; got {value!r}")
+  check_bool(cfg.get("nesterov", False), f"{prefix}.nesterov")
 
 
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:

@@ -4,6 +4,9 @@ A training run holds ``run.lock`` in its workdir (``fcntl.flock``, with the
 holder's pid written in it) for as long as it runs, so a second run on the
 same workdir is refused at once; the kernel releases the lock when the
 holder dies, so a run killed with ``kill -9`` leaves no stale lock behind.
+In a workdir that records an identity, the pid is written only once the
+run's identity has been accepted (``check_identity``): a run refused for its
+identity leaves ``run.lock`` as it found it, byte for byte.
 
 ``identity.json`` records what the workdir is: the kind of run, the model,
 the data and its preprocessing, the optimizer, the seed and batch size, and
@@ -62,14 +65,25 @@ def _umask() -> int:
   return mask
 
 
+# The locks this process holds, by the real path of their workdir: how
+# ``check_identity`` finds the lock whose pid it may now write.
+_HELD: dict[str, WorkdirLock] = {}
+
+
 class WorkdirLock:
   """An exclusive advisory lock on ``<workdir>/run.lock``, held until ``release``.
+
+  The lock is taken at once; this process's pid and host are written into
+  the file (``claim``) at once in a workdir that records no identity yet, and
+  otherwise only when ``check_identity`` accepts this run's identity there,
+  so a run refused for its identity does not touch the file.
 
   Args:
     workdir: an existing directory.
 
   Raises:
-    WorkdirError: another process holds the lock (the message names its pid).
+    WorkdirError: another process holds the lock (the message names its pid,
+      or says that it is a run starting whose identity is being checked).
 
   Example:
     >>> import tempfile
@@ -95,13 +109,26 @@ class WorkdirLock:
         f"workdir {workdir!r} is in use by another run ({holder}); wait for it to end, "
         "or use another --workdir"
       ) from e
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
     self._fd = fd
+    self._claimed = False
+    self._key = os.path.realpath(workdir)
+    _HELD[self._key] = self
+    if not os.path.exists(os.path.join(workdir, IDENTITY_FILE)):
+      self.claim()
+
+  def claim(self) -> None:
+    """Writes this process's pid and host into the lock file (once; while the lock is held)."""
+    if self._fd is None or self._claimed:
+      return
+    os.ftruncate(self._fd, 0)
+    os.pwrite(self._fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    self._claimed = True
 
   def release(self) -> None:
     """Releases the lock (the file stays; an unlocked file is no lock)."""
     if self._fd is not None:
+      if _HELD.get(self._key) is self:
+        del _HELD[self._key]
       with contextlib.suppress(OSError):
         fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
@@ -109,13 +136,33 @@ class WorkdirLock:
 
 
 def _read_holder(fd: int) -> str:
+  """Who holds the lock, as the file says: ``pid P on HOST``.
+
+  The file may still name an earlier holder while a new one checks its
+  identity (it writes its pid only once accepted): a pid of this host that
+  is no longer alive is such a leftover.
+  """
   try:
     text = os.pread(fd, 200, 0).decode(errors="replace").split()
   except OSError:
     text = []
   if not text:
     return "pid unknown"
-  return f"pid {text[0]}" + (f" on {text[1]}" if len(text) > 1 else "")
+  pid, host = text[0], (text[1] if len(text) > 1 else None)
+  if host in (None, socket.gethostname()) and not _alive(pid):
+    return "pid unknown: a run that is starting, its identity being checked"
+  return f"pid {pid}" + (f" on {host}" if host else "")
+
+
+def _alive(pid: str) -> bool:
+  """Whether process ``pid`` of this host exists (True when that cannot be told)."""
+  try:
+    os.kill(int(pid), 0)
+  except (ValueError, OverflowError, PermissionError):
+    return True
+  except ProcessLookupError:
+    return False
+  return True
 
 
 def read_identity(workdir: str) -> dict | None:
@@ -139,11 +186,14 @@ def check_identity(workdir: str, identity: dict, *, partial: bool = False) -> di
     partial: compare only the keys of ``identity`` (the rest is checked later).
 
   Returns:
-    The recorded identity, or None when the workdir records none yet.
+    The recorded identity, or None when the workdir records none yet. When
+    the whole identity was checked (``partial`` False) and this process
+    holds the workdir's ``WorkdirLock``, its pid is now written in it.
 
   Raises:
     WorkdirError: another kind of run, or a run with other settings, made it;
-      the message names the differing keys with both values.
+      the message names the differing keys with both values. The lock file
+      is left untouched.
 
   Example:
     >>> import tempfile
@@ -156,6 +206,8 @@ def check_identity(workdir: str, identity: dict, *, partial: bool = False) -> di
   """
   recorded = read_identity(workdir)
   if recorded is None:
+    if not partial:
+      _claim(workdir)
     return None
   want = plain(identity)
   kind, was = want.get("kind"), recorded.get("kind")
@@ -176,7 +228,16 @@ def check_identity(workdir: str, identity: dict, *, partial: bool = False) -> di
     raise WorkdirError(
       f"workdir {workdir!r} was made by a different run: {'; '.join(diffs)}; use a new --workdir"
     )
+  if not partial:
+    _claim(workdir)
   return recorded
+
+
+def _claim(workdir: str) -> None:
+  """Writes this process's pid into the lock it holds on ``workdir``, if it holds one."""
+  lock = _HELD.get(os.path.realpath(workdir))
+  if lock is not None:
+    lock.claim()
 
 
 def _show(value: Any) -> str:

@@ -253,12 +253,15 @@ def test_bad_input(cnn, call, exc, match):
     call(apply_fn, params, x)
 
 
-def test_nan_under_jit_is_reported_when_the_program_runs(cnn):
+def test_nan_under_jit_gives_a_nan_map_for_that_image_only(cnn):
+  """Under jit NaN goes the way of inf and bad targets: a NaN map, no runtime error."""
   apply_fn, params, x, t = cnn
   f = jax.jit(lambda v: A.integrated_gradients(apply_fn, params, v, t, steps=2))
-  assert np.isfinite(np.asarray(f(x))).all()
-  with pytest.raises(Exception, match=r"x contains NaN \(images \[1\]\)"):
-    jax.block_until_ready(f(x.at[1, 3, 3, 0].set(jnp.nan)))
+  good = np.asarray(f(x))
+  assert np.isfinite(good).all()
+  maps = np.asarray(f(x.at[1, 3, 3, 0].set(jnp.nan)))
+  assert np.isnan(maps[1]).all()
+  np.testing.assert_array_equal(maps[0], good[0])
 
 
 def test_smoothgrad_with_one_key_per_image_is_batch_independent(cnn):
@@ -286,8 +289,8 @@ NESTED = {
 
 
 @pytest.mark.parametrize("name", NESTED)
-def test_one_runtime_nan_check_per_call_even_when_methods_nest(cnn, name):
-  """Methods that call methods check x once, not once per scan step or vmapped call."""
+def test_methods_that_nest_check_values_on_device_without_a_host_callback(cnn, name):
+  """No host callback in the program (a NaN image is a NaN map, as an inf one is)."""
   apply_fn, params, x, t = cnn
   jaxpr = jax.make_jaxpr(lambda v, tt: NESTED[name](apply_fn, params, v, tt))(x, t)
-  assert str(jaxpr).count("debug_callback[") == 1  # one equation, wherever it sits
+  assert "callback" not in str(jaxpr)

@@ -1,9 +1,10 @@
-"""Values the methods cannot check before tracing: infinite inputs and out-of-range targets.
+"""Values the methods cannot check before tracing: NaN and inf inputs, out-of-range targets.
 
 Outside ``jit`` they are refused with a ValueError naming the argument; under
-``jit`` the maps of the offending images are NaN (so that a finite check
-downstream, such as ``jaxsal explain``'s, catches them), never another
-class's map or a silent zero map.
+``jit`` one mechanism covers all of them: the maps of the offending images
+are NaN (so that a finite check downstream, such as ``jaxsal explain``'s,
+catches them) and the other images' maps are unchanged; never another
+class's map, a silent zero map or a runtime error from a host callback.
 """
 
 import jax
@@ -37,17 +38,21 @@ def cnn():
 
 
 @pytest.mark.parametrize("name", A.method_names())
-def test_bad_targets_and_infinite_inputs_are_refused_eagerly_and_nan_under_jit(cnn, name):
+def test_bad_targets_and_non_finite_inputs_are_refused_eagerly_and_nan_under_jit(cnn, name):
   apply_fn, params, x = cnn
   fn = A.get_method(name, **FAST.get(name, {}))
   keys = jax.random.split(jax.random.key(3), 2)
   inf = x.at[1, 2, 5, 0].set(jnp.inf)
+  nan = x.at[1, 6, 1, 0].set(jnp.nan)
   for bad in (K, -1):
     with pytest.raises(ValueError, match=rf"^target must lie in \[0, 10\) .*; got \[{bad}\]$"):
       fn(apply_fn, params, x, jnp.array([1, bad]), key=keys)
   with pytest.raises(ValueError, match=r"^x contains inf \(images \[1\]\)"):
     fn(apply_fn, params, inf, jnp.array([1, 3]), key=keys)
-  # Under jit (one compilation for every call below): the offending image's map is NaN.
+  with pytest.raises(ValueError, match=r"^x contains NaN \(images \[1\]\)"):
+    fn(apply_fn, params, nan, jnp.array([1, 3]), key=keys)
+  # Under jit (one compilation for every call below), one mechanism for all
+  # four: the offending image's map is NaN, the other image's map unchanged.
   f = jax.jit(lambda x, t: fn(apply_fn, params, x, t, key=keys))
   good = np.asarray(f(x, jnp.array([1, 3])))
   assert np.isfinite(good).all()
@@ -55,6 +60,7 @@ def test_bad_targets_and_infinite_inputs_are_refused_eagerly_and_nan_under_jit(c
     (f"target {K}", x, [1, K]),
     ("target -1", x, [1, -1]),
     ("an infinite input", inf, [1, 3]),
+    ("a NaN input", nan, [1, 3]),
   ]:
     maps = np.asarray(f(xx, jnp.array(t)))
     assert np.isnan(maps[1]).all(), f"{name}: {what} under jit gave a map that is not NaN"

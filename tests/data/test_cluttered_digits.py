@@ -160,3 +160,209 @@ def test_concurrent_preparation_is_safe(tmp_path):
   assert lines[0] == lines[1] and lines[0].startswith("600 ")
   versions = os.listdir(tmp_path / "cluttered_digits" / "race")
   assert versions == ["1.0.0"]
+
+
+# Issue 27: a damaged or unreadable prepared dataset is a clear error that
+# names the dataset, the folder and the file, and says how to prepare it again.
+
+
+def _copy_of_small(tmp_path):
+  """A copy of the prepared ``small`` (from the default data dir) in ``tmp_path``; its data dir."""
+  import shutil
+
+  shared = jdata.cluttered_digits_builder("small", prepare=False)
+  shutil.copytree(shared.data_dir, tmp_path / "cluttered_digits" / "small" / "1.0.0")
+  return tmp_path
+
+
+def _shard(data_dir, split):
+  folder = data_dir / "cluttered_digits" / "small" / "1.0.0"
+  return folder, folder / f"cluttered_digits-{split}.array_record-00000-of-00001"
+
+
+def test_a_truncated_dataset_file_names_the_file_and_the_advice_to_reprepare_works(
+  tmp_path, capsys
+):
+  import shlex
+
+  from jaxsal import cli
+
+  data_dir = _copy_of_small(tmp_path / "data")
+  folder, shard = _shard(data_dir, "train")
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) // 2)
+  argv = ["prepare-data", "--config", "small", "--data-dir", str(data_dir), "--splits", "train"]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(
+    f"jaxsal: error: the prepared dataset cluttered_digits/small in {folder} is damaged: "
+    f"{shard.name} is truncated or corrupt ("
+  )
+  assert err.count("\n") == 1 and "Traceback" not in err
+  advice = (
+    f"Prepare it again: delete {folder.parent} and run jaxsal prepare-data --dataset "
+    f"cluttered_digits --config small --data-dir {data_dir} (or rerun the command"
+  )
+  assert advice in err
+  # The advice, word for word: the data is prepared again and reads whole.
+  import shutil
+
+  shutil.rmtree(folder.parent)
+  command = err.split(" and run ", 1)[1].split(" (or rerun", 1)[0]
+  assert cli.main(shlex.split(command)[1:]) == 0
+  src = jdata.load_source("cluttered_digits", "train", config="small", data_dir=str(data_dir))
+  assert len(src) == 2000 and src[1999]["image"].shape == (32, 32, 1)
+
+
+def test_a_corrupt_byte_inside_a_dataset_file_is_named_when_read_also_through_grain(tmp_path):
+  data_dir = _copy_of_small(tmp_path)
+  folder, shard = _shard(data_dir, "test")
+  data = bytearray(shard.read_bytes())
+  data[len(data) // 3] ^= 0xFF  # inside a data chunk: the file opens, one example is damaged
+  shard.write_bytes(bytes(data))
+  src = jdata.load_source("cluttered_digits", "test", config="small", data_dir=str(data_dir))
+  bad = []
+  for i in range(len(src)):
+    try:
+      src[i]
+    except jdata.DatasetError as e:
+      bad.append((i, str(e)))
+  assert bad, "no example of the damaged file failed to read"
+  i, message = bad[0]
+  assert message.startswith(
+    f"the prepared dataset cluttered_digits/small in {folder} is damaged: reading example {i} "
+    f"(in {shard.name}) failed (RuntimeError: Corrupted Riegeli/records file"
+  )
+  assert message.endswith(
+    "(or rerun the command: a dataset that is not prepared is prepared on first use)"
+  )
+  # Through grain's reading threads, the same error reaches the caller.
+  batches = jdata.make_batches(
+    src, batch_size=500, seed=0, shuffle=False, num_epochs=1, process_index=0, process_count=1
+  )
+  with pytest.raises(jdata.DatasetError, match=rf"reading example \d+ \(in {shard.name}\)"):
+    next(batches)
+
+
+def test_unreadable_dataset_metadata_is_named(tmp_path):
+  data_dir = _copy_of_small(tmp_path)
+  folder, _ = _shard(data_dir, "test")
+  (folder / "dataset_info.json").write_text('{"name": "cluttered_')
+  with pytest.raises(
+    jdata.DatasetError,
+    match=rf"^the prepared dataset cluttered_digits/small in {folder} is damaged: its metadata "
+    r"cannot be read \(.*\)\. Prepare it again: delete ",
+  ):
+    jdata.load_source("cluttered_digits", "test", config="small", data_dir=str(data_dir))
+
+
+def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+  from jaxsal import cli
+
+  path = tmp_path / "data"
+  path.write_text("not a folder")
+  assert cli.main(["prepare-data", "--config", "small", "--data-dir", str(path)]) == 2
+  assert capsys.readouterr().err == (
+    f"jaxsal: error: data_dir '{path}' is not a folder: '{path}' is a file; give a folder for "
+    "the datasets (dataset.data_dir, --data-dir or $JAXSAL_DATA_DIR)\n"
+  )
+  assert path.read_text() == "not a folder"
+
+
+def _deny(monkeypatch, denied_dirs=(), denied_files=(), read_only_dirs=()):
+  """The file system refusing this user as ``chmod`` would (these tests run as root: it would not).
+
+  A denied folder (``chmod 000``) cannot be listed, nor can anything under it
+  be stat'ed or opened; a denied file cannot be opened; nothing can be
+  created under a read-only folder (``chmod 555``).
+  """
+  import builtins
+  import errno
+
+  denied = [os.fspath(d) for d in denied_dirs]
+  read_only = [os.fspath(d) for d in read_only_dirs]
+  files = {os.fspath(f) for f in denied_files}
+
+  def under(path, strictly, dirs=denied):
+    try:
+      p = os.path.abspath(os.fspath(path))
+    except TypeError:  # a file descriptor
+      return False
+    return any(p.startswith(d + os.sep) or (not strictly and p == d) for d in dirs)
+
+  def refuse(path):
+    raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+
+  real = {name: getattr(os, name) for name in ("listdir", "scandir", "stat", "mkdir")}
+  real_open = builtins.open
+
+  def listdir(path="."):
+    if under(path, strictly=False):
+      refuse(path)
+    return real["listdir"](path)
+
+  def scandir(path="."):
+    if under(path, strictly=False):
+      refuse(path)
+    return real["scandir"](path)
+
+  def stat(path, *a, **k):
+    if under(path, strictly=True):
+      refuse(path)
+    return real["stat"](path, *a, **k)
+
+  def mkdir(path, *a, **k):
+    if under(path, strictly=True) or under(path, strictly=True, dirs=read_only):
+      refuse(path)
+    return real["mkdir"](path, *a, **k)
+
+  def open_(file, mode="r", *a, **k):
+    if isinstance(file, int):
+      return real_open(file, mode, *a, **k)
+    writes = any(c in mode for c in "wax+")
+    if under(file, strictly=True) or os.fspath(file) in files:
+      refuse(file)
+    if writes and under(file, strictly=True, dirs=read_only):
+      refuse(file)
+    return real_open(file, mode, *a, **k)
+
+  for name, fn in (("listdir", listdir), ("scandir", scandir), ("stat", stat), ("mkdir", mkdir)):
+    monkeypatch.setattr(os, name, fn)
+  monkeypatch.setattr(builtins, "open", open_)
+
+
+def test_a_read_only_data_dir_is_named_when_the_data_must_be_prepared(tmp_path, monkeypatch):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  _deny(monkeypatch, read_only_dirs=[ro])
+  with pytest.raises(
+    jdata.DatasetError,
+    match=rf"^cannot prepare cluttered_digits/small in data_dir '{ro}': "
+    rf"'{ro}/cluttered_digits' cannot be written \(Permission denied\); give a data_dir this "
+    r"user can write to \(dataset.data_dir, --data-dir or \$JAXSAL_DATA_DIR\)",
+  ):
+    jdata.load_source("cluttered_digits", "train", config="small", data_dir=str(ro))
+  assert os.listdir(ro) == []
+
+
+def test_an_unreadable_dataset_folder_or_file_is_named(tmp_path, monkeypatch):
+  data_dir = _copy_of_small(tmp_path)
+  folder, shard = _shard(data_dir, "train")
+  with monkeypatch.context() as m:
+    _deny(m, denied_dirs=[folder.parent])
+    with pytest.raises(
+      jdata.DatasetError,
+      match=rf"^data_dir '{data_dir}': the folder '{folder.parent}' cannot be read "
+      r"\(Permission denied\); give this user read access to it, or use another data_dir",
+    ):
+      jdata.load_source("cluttered_digits", "train", config="small", data_dir=str(data_dir))
+  with monkeypatch.context() as m:
+    _deny(m, denied_files=[shard])
+    with pytest.raises(
+      jdata.DatasetError,
+      match=rf"^the prepared dataset cluttered_digits/small in {folder} cannot be read: "
+      rf"{shard.name} \(Permission denied\); give this user read access",
+    ):
+      jdata.load_source("cluttered_digits", "train", config="small", data_dir=str(data_dir))
+  # Nothing was prepared again over the data that could not be read.
+  assert sorted(os.listdir(folder.parent)) == ["1.0.0"]

@@ -92,6 +92,8 @@ def test_masker_reads_its_classifier_workdir_and_never_writes_it(
   other = tmp_path / "other_classifier"
   shutil.copytree(test_classifier_workdir, other)
   train.train_and_evaluate(_classifier(data_dir, "num_train_steps=41"), str(other), progress=False)
+  # As another process left it: the refused run below must not write its pid there.
+  (masker_dir / "run.lock").write_text("4242 otherhost\n")
   masker_files = _tree_digest(masker_dir)
   with pytest.raises(train.WorkdirError, match="made by a different run: classifier.fingerprint"):
     train.train_masker(_masker(data_dir, other), str(masker_dir), progress=False)
@@ -221,6 +223,51 @@ def test_second_run_on_a_locked_workdir_is_refused_and_a_dead_holder_releases_it
   lock.release()
 
 
+def test_a_run_refused_for_its_identity_leaves_run_lock_untouched(tmp_path):
+  """The lock is taken before the whole identity is known (a masker's classifier
+  fingerprint); a run refused then must not have written its pid into run.lock."""
+  import socket
+
+  from jaxsal.train._workdir import WorkdirLock, check_identity, write_identity
+
+  work = tmp_path / "run"
+  work.mkdir()
+  made = {"kind": "masker", "seed": 0, "classifier.fingerprint": "0123456789abcdef"}
+  write_identity(str(work), made)
+  ended = subprocess.Popen([sys.executable, "-c", "pass"])
+  ended.wait()  # the last holder: a process that has ended
+  lock_file = work / "run.lock"
+  lock_file.write_text(f"{ended.pid} {socket.gethostname()}\n")
+  os.utime(lock_file, ns=(1_000_000_000, 1_000_000_000))
+  before = (lock_file.read_bytes(), lock_file.stat().st_mtime_ns)
+
+  # What run_training does: the partial check, the lock, the whole identity.
+  other = {**made, "classifier.fingerprint": "fedcba9876543210"}
+  check_identity(str(work), {"kind": "masker", "seed": 0}, partial=True)
+  lock = WorkdirLock(str(work))
+  try:
+    # While it is being checked, a second run is refused without the stale pid.
+    with pytest.raises(
+      train.WorkdirError, match=r"in use by another run \(pid unknown: a run that is starting"
+    ):
+      WorkdirLock(str(work))
+    with pytest.raises(train.WorkdirError, match="made by a different run: classifier.fingerprint"):
+      check_identity(str(work), other)
+  finally:
+    lock.release()
+  assert (lock_file.read_bytes(), lock_file.stat().st_mtime_ns) == before
+
+  # An accepted run writes its pid, and a second run is refused naming it.
+  lock = WorkdirLock(str(work))
+  try:
+    check_identity(str(work), made)
+    assert lock_file.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+    with pytest.raises(train.WorkdirError, match=rf"in use by another run \(pid {os.getpid()} on "):
+      WorkdirLock(str(work))
+  finally:
+    lock.release()
+
+
 # Finding 5: non-finite values stop a run; checkpoints carry a checksum; std > 0.
 
 
@@ -302,6 +349,36 @@ def test_restored_parameters_are_checked_finite(tmp_path):
   ):
     ckpt.restore({"params": {"w": jnp.zeros(3)}})
   ckpt.close()
+
+
+def test_a_save_cut_by_a_kill_is_one_jaxsal_line_on_rerun_not_orbax_warnings(
+  tmp_path, capsys, caplog
+):
+  import logging
+
+  caplog.set_level(logging.INFO, logger="absl")
+  ck = tmp_path / "ck"
+  _toy_checkpoints(ck, {1: np.ones(3, np.float32)})
+  # What a kill -9 during saves leaves: step 1 renamed into place before its
+  # _CHECKPOINT_METADATA was written, and step 2's temporary folder, half written.
+  os.remove(ck / "1" / "_CHECKPOINT_METADATA")
+  (ck / "2.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+  capsys.readouterr()
+  caplog.clear()
+
+  ckpt = train.Checkpoints(str(ck), use_async=False)
+  state = {"params": {"w": jnp.zeros(3)}}
+  restored, _ = ckpt.restore(state)
+  np.testing.assert_array_equal(restored["params"]["w"], np.ones(3))
+  ckpt.save(2, restored, meta={}, force=True)
+  ckpt.close()
+  assert ckpt.steps() == [1, 2] and not (ck / "2.orbax-checkpoint-tmp").exists()
+  absl = [r.getMessage() for r in caplog.records if r.name == "absl" and r.levelno >= 30]
+  assert absl == []
+  assert capsys.readouterr().err == (
+    f"jaxsal: removed an unfinished checkpoint of step 2 ({ck}/2.orbax-checkpoint-tmp, left by "
+    "a run stopped while it was written); that step is saved again\n"
+  )
 
 
 # Finding 10: Ctrl-C at any moment: exit 130, one line, no traceback; with SIGKILL, resumes bitwise.

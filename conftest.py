@@ -20,12 +20,14 @@ os.environ.setdefault(
   os.path.join(tempfile.gettempdir(), f"jaxsal-tests-xla-cache-{os.getuid()}"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# Cheap compilation here and in every subprocess the tests start (the CLI's,
+# the launcher's, the notebooks' kernels): they inherit the environment.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 # JAX is imported only once the environment above is set.
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
-jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_configure(config):

@@ -190,9 +190,12 @@ def test_pool_holds_past_classifiers_and_feeds_the_masker_on_skipped_steps(setup
     )
 
 
-def test_resnet50_ca_masker_step_runs_sharded_over_eight_devices():
+def test_resnet50_ca_masker_step_runs_sharded_over_two_devices():
   # 16x16 inputs: l3 is 1x1 and the mask 4x4; the cost is ResNet-50's compile.
-  mesh = parallel.make_mesh()
+  # Two of the 8 devices: the program is sharded all the same, and each
+  # replicated ResNet-50 update (25M parameters, unfused at this optimisation
+  # level) runs on 2 simulated devices instead of 8 sharing two cores.
+  mesh = parallel.make_mesh(devices=jax.devices()[:2])
   clf = models.get_model("resnet50", num_classes=10)
   variables = models.init_model(clf, jax.random.key(0), (1, 16, 16, 3))
   masker = models.Masker(layers=("l3", "l4"), hidden=8)
@@ -222,7 +225,7 @@ def test_resnet50_ca_masker_step_runs_sharded_over_eight_devices():
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert 0.0 < float(metrics["mask_area"]) < 1.0
   leaves = jax.tree.leaves((new.masker_params, new.classifier_params))
-  assert all(l.sharding.is_fully_replicated and len(l.sharding.device_set) == 8 for l in leaves)
+  assert all(l.sharding.is_fully_replicated and len(l.sharding.device_set) == 2 for l in leaves)
   # The classifier trained alongside: its BatchNorm statistics moved, and so did the masker.
   changed = jax.tree.map(
     lambda a, b: not np.allclose(a, b),

